@@ -1,0 +1,201 @@
+"""Executing k parallel residual functions: a Python loop, or one grouped convolution per layer.
+
+Both strategies read the same parameters (each function owns its layers, so the `state_dict` does
+not depend on the strategy); the grouped one concatenates the k weights at run time and walks the
+functions' layers in lock-step. They agree up to floating-point reassociation.
+
+Which is faster depends on device and shape (on a 2-core CPU grouped convolution was measured
+slower than the loop for some shapes), so `auto` measures both once per (device, shape) and caches
+the choice in memory and in `$ARCHSEARCH_CACHE/branch_strategy.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STRATEGIES = ("loop", "grouped", "auto")
+_CHOICES: dict[str, str] = {}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ARCHSEARCH_CACHE", Path.home() / ".cache" / "archsearch"))
+
+
+def _cache_file() -> Path:
+    return cache_dir() / "branch_strategy.json"
+
+
+def _load_choices() -> None:
+    if _CHOICES:
+        return
+    try:
+        _CHOICES.update(json.loads(_cache_file().read_text()))
+    except (OSError, ValueError):
+        pass
+
+
+def _save_choice(key: str, choice: str) -> None:
+    _CHOICES[key] = choice
+    try:
+        path = _cache_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_CHOICES, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _device_label(x: torch.Tensor) -> str:
+    if x.is_cuda:
+        return "cuda:" + torch.cuda.get_device_name(x.device)
+    return f"{x.device.type}:{torch.get_num_threads()}threads"
+
+
+class BranchSet(nn.Module):
+    """k residual functions of identical structure (an `nn.ModuleList` named `branches`)."""
+
+    def __init__(self, functions: list[nn.Sequential], strategy: str = "auto") -> None:
+        super().__init__()
+        if strategy not in STRATEGIES:
+            raise ValueError(f"branch strategy must be one of {STRATEGIES}, not {strategy!r}")
+        self.branches = nn.ModuleList(functions)
+        self.strategy = strategy
+
+    def __len__(self) -> int:
+        return len(self.branches)
+
+    # ---------------------------------------------------------------- public entry points
+    def sum_shared(self, x: torch.Tensor) -> torch.Tensor:
+        """sum_i f_i(x): every function reads the same input."""
+        if len(self.branches) == 1:
+            return self.branches[0](x)
+        if self._choose(x, shared=True) == "grouped":
+            return self._unstack(grouped_forward(self.branches, x, stacked=False)).sum(1)
+        out = self.branches[0](x)
+        for f in self.branches[1:]:
+            out = out + f(x)
+        return out
+
+    def each_shared(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[f_i(x)] for one shared input (the first merge-and-run unit)."""
+        if len(self.branches) > 1 and self._choose(x, shared=True) == "grouped":
+            return list(self._unstack(grouped_forward(self.branches, x, stacked=False)).unbind(1))
+        return [f(x) for f in self.branches]
+
+    def each(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """[f_i(x_i)]: function i reads stream i (merge-and-run)."""
+        if len(self.branches) > 1 and self._choose(xs[0], shared=False) == "grouped":
+            stacked = torch.cat(xs, dim=1)
+            return list(self._unstack(grouped_forward(self.branches, stacked, stacked=True)).unbind(1))
+        return [f(x) for f, x in zip(self.branches, xs, strict=True)]
+
+    # ---------------------------------------------------------------- strategy choice
+    def _unstack(self, y: torch.Tensor) -> torch.Tensor:
+        n, kc, h, w = y.shape
+        return y.view(n, len(self.branches), kc // len(self.branches), h, w)
+
+    def _choose(self, x: torch.Tensor, shared: bool) -> str:
+        if self.strategy != "auto":
+            return self.strategy
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return _CHOICES.get(self._key(x, shared), "loop")
+        key = self._key(x, shared)
+        _load_choices()
+        if key not in _CHOICES:
+            _save_choice(key, self._measure(x, shared))
+        return _CHOICES[key]
+
+    def _key(self, x: torch.Tensor, shared: bool) -> str:
+        first_conv = next(m for m in self.branches[0] if isinstance(m, nn.Conv2d))
+        return "|".join(map(str, (_device_label(x), torch.__version__, len(self.branches), shared,
+                                  tuple(x.shape), first_conv.out_channels, first_conv.stride[0],
+                                  len(self.branches[0]), x.dtype)))
+
+    @torch.no_grad()
+    def _measure(self, x: torch.Tensor, shared: bool, repeats: int = 3) -> str:
+        """Time both strategies on this input shape (eval mode: no BN or dropout side effects)."""
+        was_training = self.training
+        self.eval()
+        probe = torch.zeros_like(x) if shared else torch.zeros(
+            x.shape[0], x.shape[1] * len(self.branches), *x.shape[2:], dtype=x.dtype, device=x.device)
+        timings = {}
+        try:
+            for name in ("loop", "grouped"):
+                best = float("inf")
+                for _ in range(repeats):
+                    if x.is_cuda:
+                        torch.cuda.synchronize(x.device)
+                    start = time.perf_counter()
+                    if name == "grouped":
+                        grouped_forward(self.branches, probe, stacked=not shared)
+                    else:
+                        xs = [probe] * len(self.branches) if shared else probe.chunk(len(self.branches), 1)
+                        for f, xi in zip(self.branches, xs, strict=True):
+                            f(xi)
+                    if x.is_cuda:
+                        torch.cuda.synchronize(x.device)
+                    best = min(best, time.perf_counter() - start)
+                timings[name] = best
+        finally:
+            self.train(was_training)
+        return min(timings, key=timings.__getitem__)
+
+
+def grouped_forward(functions: nn.ModuleList, x: torch.Tensor, stacked: bool) -> torch.Tensor:
+    """Run k identical-structure functions as one network of grouped convolutions.
+
+    `x` is either one input shared by all functions (`stacked=False`) or the k inputs
+    concatenated along channels. Returns the k outputs concatenated along channels.
+    """
+    k = len(functions)
+    h = x
+    for layers in zip(*functions, strict=True):
+        first = layers[0]
+        if isinstance(first, nn.Conv2d):
+            weight = torch.cat([layer.weight for layer in layers], dim=0)
+            h = F.conv2d(h, weight, None, first.stride, first.padding, first.dilation,
+                         groups=k if stacked else 1)
+            stacked = True
+        elif isinstance(first, nn.BatchNorm2d):
+            if not stacked:
+                h = h.repeat(1, k, 1, 1)
+                stacked = True
+            h = _stacked_batch_norm(layers, h)
+        elif isinstance(first, nn.ReLU):
+            h = F.relu(h)
+        elif isinstance(first, nn.Dropout):
+            h = F.dropout(h, first.p, first.training)
+        else:
+            raise TypeError(f"grouped execution does not know layer {type(first).__name__}")
+    return h
+
+
+def _stacked_batch_norm(layers: tuple[nn.Module, ...], h: torch.Tensor) -> torch.Tensor:
+    """BatchNorm over k stacked functions; running statistics are written back to each layer."""
+    first = layers[0]
+    weight = torch.cat([layer.weight for layer in layers])
+    bias = torch.cat([layer.bias for layer in layers])
+    update = first.training and first.track_running_stats
+    if not first.training or update:
+        running_mean = torch.cat([layer.running_mean for layer in layers])
+        running_var = torch.cat([layer.running_var for layer in layers])
+    else:
+        running_mean = running_var = None
+    momentum = first.momentum if first.momentum is not None else 0.0
+    out = F.batch_norm(h, running_mean, running_var, weight, bias, first.training, momentum, first.eps)
+    if update:
+        with torch.no_grad():
+            for layer, rm, rv in zip(layers, running_mean.chunk(len(layers)), running_var.chunk(len(layers)),
+                                     strict=True):
+                layer.running_mean.copy_(rm)
+                layer.running_var.copy_(rv)
+                layer.num_batches_tracked.add_(1)
+    return out

@@ -1,0 +1,133 @@
+"""ArchSpec -> nn.Module: one generic builder for every family.
+
+The network is always stem -> body (a sequence of units, transitions and warp operators) -> head;
+only the unit constructor and the stem/head style depend on the spec's unit kind.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from archsearch.blocks import MergeRunUnit, Poly, PostSumUnit, PreActUnit, poly_shift, warp_function
+from archsearch.spec import ArchSpec, as_spec
+from archsearch.warp import WarpOperator, WarpTransition
+
+
+class ResidualNetwork(nn.Module):
+    """stem -> body -> head; `spec` is kept so checkpoints and exports know what they hold."""
+
+    def __init__(self, spec: ArchSpec, stem: nn.Module, body: nn.Sequential, head: nn.Module) -> None:
+        super().__init__()
+        self.spec = spec
+        self.stem, self.body, self.head = stem, body, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.stem(x)))
+
+    def path_polynomial(self) -> Poly:
+        """Number of input->output paths by length (weighted layers passed), exact."""
+        streams: list[Poly] = [[0, 1]]  # the stem conv
+        for module in self.body:
+            streams = module.paths(streams)
+        (p,) = streams
+        return poly_shift(p, 1)  # the classifier
+
+
+class PreActHead(nn.Sequential):
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__(nn.BatchNorm2d(channels), nn.ReLU(inplace=False), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(channels, num_classes))
+
+
+class PostHead(nn.Sequential):
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+
+
+class WarpStem(nn.Module):
+    """conv3x3 3->c, BN, ReLU, then kw concatenated copies (no parameters)."""
+
+    def __init__(self, stem: int, copies: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, stem, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(stem)
+        self.copies = copies
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.conv(x)))
+        return torch.cat([x] * self.copies, dim=1) if self.copies > 1 else x
+
+
+def build(spec_or_name: ArchSpec | str | dict[str, Any], num_classes: int | None = None,
+          strategy: str = "auto") -> ResidualNetwork:
+    """Build the network of a spec or any accepted name; `num_classes` wins over the spec's."""
+    spec = as_spec(spec_or_name, num_classes)
+    builder = {"pre": _build_preact, "post": _build_post, "warp": _build_warp}[spec.unit]
+    model = builder(spec, strategy)
+    init_weights(model)
+    return model
+
+
+def init_weights(model: nn.Module) -> None:
+    """He (Kaiming normal, fan_out) convolutions, BN gamma = 1 / beta = 0, as in the papers."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            bound = 1 / math.sqrt(m.in_features)
+            nn.init.uniform_(m.weight, -bound, bound)
+            nn.init.zeros_(m.bias)
+
+
+def _stage_plan(spec: ArchSpec, in_c: int) -> list[tuple[int, int, int, bool]]:
+    """(in channels, width, stride, first-of-stage) for every unit."""
+    plan = []
+    for stage, (n, width) in enumerate(zip(spec.units, spec.widths, strict=True)):
+        for u in range(n):
+            plan.append((in_c, width, 2 if (stage > 0 and u == 0) else 1, u == 0))
+            in_c = width * spec.expansion
+    return plan
+
+
+def _build_preact(spec: ArchSpec, strategy: str) -> ResidualNetwork:
+    stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+    units = [PreActUnit(ci, w, s, spec.branches, first, spec.shortcut, spec.kernels,
+                        spec.function == "bottleneck", spec.dropout, strategy)
+             for ci, w, s, first in _stage_plan(spec, 16)]
+    return ResidualNetwork(spec, stem, nn.Sequential(*units), PreActHead(spec.out_widths[2], spec.num_classes))
+
+
+def _build_post(spec: ArchSpec, strategy: str) -> ResidualNetwork:
+    c1 = spec.widths[0]
+    stem = nn.Sequential(nn.Conv2d(3, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU(inplace=False))
+    plan = _stage_plan(spec, c1)
+    units: list[nn.Module] = []
+    for index, (ci, w, s, _) in enumerate(plan):
+        common = (ci, w, s, spec.branches, spec.shortcut, spec.kernels, spec.function == "bottleneck",
+                  spec.dropout, strategy)
+        if spec.combine == "merge":
+            units.append(MergeRunUnit(*common, last=index == len(plan) - 1))
+        else:
+            units.append(PostSumUnit(*common))
+    return ResidualNetwork(spec, stem, nn.Sequential(*units), PostHead(spec.out_widths[2], spec.num_classes))
+
+
+def _build_warp(spec: ArchSpec, strategy: str) -> ResidualNetwork:
+    del strategy  # warp functions are parallel by construction (one JVP each)
+    stem = WarpStem(spec.stem, spec.widths[0] // spec.stem)
+    body: list[nn.Module] = []
+    for stage, (n, width) in enumerate(zip(spec.units, spec.widths, strict=True)):
+        if stage > 0:
+            body.append(WarpTransition())
+        for _ in range(n // spec.warp_k):
+            functions = [warp_function(width, width, 1, spec.kernels, False, spec.dropout)
+                         for _ in range(spec.warp_k)]
+            body.append(WarpOperator(functions, spec.warp_variant, spec.warp_bn))
+    return ResidualNetwork(spec, stem, nn.Sequential(*body), PreActHead(spec.widths[2], spec.num_classes))

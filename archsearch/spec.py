@@ -1,0 +1,482 @@
+"""ArchSpec: one frozen, torch-free description of every residual family, and its names.
+
+Every family of the five papers is a point of one space (unit kind x function x units x widths x
+parallel functions x warp). A name is a readable spelling of a spec; `parse_name` accepts every
+spelling, `spec.name` prints the canonical one (the simplest family, fewest suffixes), and
+`parse_name(spec.name) == spec` holds for every valid spec with the default class count.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from archsearch.errors import SpecError
+
+UNIT_KINDS = ("pre", "post", "warp")
+FUNCTIONS = ("basic", "bottleneck")
+COMBINES = ("sum", "merge")
+SHORTCUTS = ("pad", "proj", "none")
+ALLOWED_KERNELS = (1, 3, 5)
+BASE_WIDTHS = (16, 32, 64)
+FAMILIES = ("resnet", "wrn", "multiresnet", "postresnet", "dvanet", "dmrnet", "warpnet")
+
+NAME_FORMS = (
+    "resnet-<6n+2>[-bottleneck: 9n+2]",
+    "wrn-<6N+4>-<w>[-b<kernels>]",
+    "multiresnet-<6n+2>-k<k>[-w<w>|-bottleneck]",
+    "postresnet-<6m+2>",
+    "dvanet-<6m+2>[-K<K>]",
+    "dmrnet-<6m+2>[-K<K>][-w<w>]",
+    "warpnet-<6U+1>-<kw>[-K<K>][-v1|-v2][-nobn]",
+)
+SUFFIX_FORMS = "[-c<C>|-c<a>.<b>.<c>] [-proj|-pad] [-u<a>.<b>.<c>] [-drop<p>]"
+
+
+def valid_forms() -> str:
+    return "valid forms: " + ", ".join(NAME_FORMS) + "; optional suffixes " + SUFFIX_FORMS
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A residual network as data.
+
+    unit: "pre" (pre-activation ResNet/WRN/Multi-ResNet), "post" (post-activation fusion family:
+      postresnet/DVANet/DMRNet) or "warp" (WarpNet units grouped into warp operators).
+    function: "basic" (convs with `kernels`) or "bottleneck" (1x1, 3x3, 1x1 with 4x expansion).
+    units: residual units per stage. widths: stage widths (bottleneck: inner widths, output x4).
+    stem: stem output width (pre: 16 always; post: widths[0]; warp: the width before the kw copies).
+    branches: parallel functions per unit (Multi-ResNet k, DVANet/DMRNet K); combine: "sum" adds
+      them on one input, "merge" runs K streams with merge-and-run (post units only).
+    shortcut: "pad" (option A), "proj" (1x1 projection; with BN in post units), "none" (warp).
+    warp_k/warp_variant/warp_bn: WarpNet factor K (1 = sequential), v1 (F'x) or v2 (F'F), and
+      whether the derivative terms keep their BN layers (False = the paper's "-nobn" runs).
+    """
+
+    unit: str = "pre"
+    function: str = "basic"
+    kernels: tuple[int, ...] = (3, 3)
+    units: tuple[int, int, int] = (3, 3, 3)
+    widths: tuple[int, int, int] = BASE_WIDTHS
+    stem: int = 16
+    branches: int = 1
+    combine: str = "sum"
+    shortcut: str = "pad"
+    warp_k: int = 1
+    warp_variant: int = 1
+    warp_bn: bool = True
+    dropout: float = 0.0
+    num_classes: int = 10
+    _validated: bool = field(default=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kernels", tuple(int(k) for k in self.kernels))
+        object.__setattr__(self, "units", tuple(int(u) for u in self.units))
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "dropout", float(self.dropout))
+        _validate(self)
+
+    # ---------------------------------------------------------------- derived views
+    @property
+    def convs_per_function(self) -> int:
+        """B: weighted layers in one residual function (path-length unit)."""
+        return 3 if self.function == "bottleneck" else len(self.kernels)
+
+    @property
+    def expansion(self) -> int:
+        return 4 if self.function == "bottleneck" else 1
+
+    @property
+    def out_widths(self) -> tuple[int, int, int]:
+        return tuple(w * self.expansion for w in self.widths)  # type: ignore[return-value]
+
+    @property
+    def total_units(self) -> int:
+        return sum(self.units)
+
+    @property
+    def family(self) -> str:
+        return self.name.split("-", 1)[0]
+
+    @property
+    def depth(self) -> int:
+        return int(self.name.split("-")[1])
+
+    @property
+    def k(self) -> int:
+        """Parallel functions per unit (k or K), or the warp factor for WarpNet."""
+        return self.warp_k if self.unit == "warp" else self.branches
+
+    @property
+    def name(self) -> str:
+        return canonical_name(self)
+
+    # ---------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("_validated")
+        for key in ("kernels", "units", "widths"):
+            d[key] = list(d[key])
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
+        if "name" in data:
+            rest = {k: v for k, v in data.items() if k != "name"}
+            unknown = set(rest) - {"num_classes"}
+            if unknown:
+                raise SpecError(f"a spec given by name takes only num_classes besides it, not {sorted(unknown)}")
+            return parse_name(str(data["name"]), num_classes=int(rest.get("num_classes", 10)))
+        known = {f.name for f in fields(cls)} - {"_validated"}
+        unknown = set(data) - known
+        if unknown:
+            raise SpecError(f"unknown spec keys {sorted(unknown)}; known keys: {sorted(known)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise SpecError(f"bad spec: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchSpec:
+        return cls.from_dict(json.loads(text))
+
+    def with_classes(self, num_classes: int) -> ArchSpec:
+        return replace(self, num_classes=num_classes)
+
+
+def as_spec(obj: ArchSpec | str | dict[str, Any], num_classes: int | None = None) -> ArchSpec:
+    """Accept a spec, a name or a dict; an explicit num_classes wins over the spec's."""
+    if isinstance(obj, ArchSpec):
+        spec = obj
+    elif isinstance(obj, str):
+        spec = parse_name(obj)
+    elif isinstance(obj, dict):
+        spec = ArchSpec.from_dict(obj)
+    else:
+        raise SpecError(f"cannot make an architecture spec from {type(obj).__name__}")
+    if num_classes is not None and num_classes != spec.num_classes:
+        spec = spec.with_classes(num_classes)
+    return spec
+
+
+# -------------------------------------------------------------------- validation
+def _validate(s: ArchSpec) -> None:
+    def bad(msg: str) -> None:
+        raise SpecError(msg)
+
+    if s.unit not in UNIT_KINDS:
+        bad(f"unit must be one of {UNIT_KINDS}, not {s.unit!r}")
+    if s.function not in FUNCTIONS:
+        bad(f"function must be one of {FUNCTIONS}, not {s.function!r}")
+    if s.combine not in COMBINES:
+        bad(f"combine must be one of {COMBINES}, not {s.combine!r}")
+    if s.shortcut not in SHORTCUTS:
+        bad(f"shortcut must be one of {SHORTCUTS}, not {s.shortcut!r}")
+    if len(s.units) != 3 or min(s.units) < 1:
+        bad(f"units must be 3 stage counts >= 1, not {s.units}")
+    if len(s.widths) != 3 or min(s.widths) < 1:
+        bad(f"widths must be 3 stage widths >= 1, not {s.widths}")
+    if not s.kernels or any(k not in ALLOWED_KERNELS for k in s.kernels):
+        bad(f"kernel sizes must be in {ALLOWED_KERNELS}, not {s.kernels}")
+    if s.function == "bottleneck" and s.kernels != (3, 3):
+        bad("bottleneck functions have fixed kernels (1, 3, 1); leave kernels at (3, 3)")
+    if s.branches < 1:
+        bad(f"branches (k or K) must be >= 1, not {s.branches}")
+    if s.num_classes < 1:
+        bad(f"num_classes must be >= 1, not {s.num_classes}")
+    if not 0.0 <= s.dropout < 1.0:
+        bad(f"dropout must be in [0, 1), not {s.dropout}")
+    if s.combine == "merge" and s.unit != "post":
+        bad("merge-and-run (combine='merge') is defined for post-activation units only")
+    if s.branches == 1 and s.combine != "sum":
+        object.__setattr__(s, "combine", "sum")  # one branch: merge and sum are the same network
+    if s.unit == "warp":
+        if s.function != "basic":
+            bad("WarpNet units use basic functions")
+        if s.branches != 1:
+            bad("WarpNet units have one function each (use warp_k for the warp factor)")
+        if s.warp_k < 1:
+            bad(f"warp factor K must be >= 1, not {s.warp_k}")
+        if s.warp_variant not in (1, 2):
+            bad(f"warp variant must be 1 or 2, not {s.warp_variant}")
+        for u in s.units:
+            if u % s.warp_k:
+                bad(f"units per stage {s.units} must be divisible by the warp factor K={s.warp_k}")
+        if s.widths[0] % s.stem or s.widths[1] != 2 * s.widths[0] or s.widths[2] != 2 * s.widths[1]:
+            bad(f"WarpNet widths must be stem*kw times (1, 2, 4); got widths {s.widths} with stem {s.stem}")
+        object.__setattr__(s, "shortcut", "none")
+        object.__setattr__(s, "combine", "sum")
+    else:
+        if s.warp_k != 1 or s.warp_variant != 1 or not s.warp_bn:
+            bad("warp_k / warp_variant / warp_bn apply to warp units only")
+        if s.shortcut == "none":
+            bad("shortcut 'none' is for warp units; use 'pad' or 'proj'")
+        object.__setattr__(s, "stem", 16 if s.unit == "pre" else s.widths[0])
+
+
+# -------------------------------------------------------------------- naming
+_FAMILY_OF_UNIT = {"pre": ("resnet", "wrn", "multiresnet"), "post": ("postresnet", "dvanet", "dmrnet"),
+                   "warp": ("warpnet",)}
+_DEPTH_RULES = {  # family -> (depth from total units U and B convs, human rule)
+    "resnet": (lambda u, b: b * u + 2, "{b}n+2"),
+    "multiresnet": (lambda u, b: b * u + 2, "{b}n+2"),
+    "wrn": (lambda u, b: 2 * u + 4, "6N+4"),
+    "postresnet": (lambda u, b: b * u + 2, "{b}m+2"),
+    "dvanet": (lambda u, b: b * u + 2, "{b}m+2"),
+    "dmrnet": (lambda u, b: b * u + 2, "{b}m+2"),
+    "warpnet": (lambda u, b: b * u + 1, "{b}U+1"),
+}
+
+
+def _fmt_float(x: float) -> str:
+    return repr(float(x)).rstrip("0").rstrip(".") if "e" not in repr(float(x)) else repr(float(x))
+
+
+def _default_shortcut(family: str, function: str, kernels: tuple[int, ...], width_token: str) -> str:
+    if family == "warpnet":
+        return "none"
+    if family in ("wrn", "postresnet", "dvanet", "dmrnet"):
+        return "proj"
+    if function == "bottleneck" or width_token.startswith("w"):
+        return "proj"
+    return "pad"
+
+
+def _family_tokens(s: ArchSpec, family: str) -> list[str] | None:
+    """Name tokens of spec `s` spelled in `family`, or None when that family cannot spell it."""
+    if family not in _FAMILY_OF_UNIT[s.unit]:
+        return None
+    if family in ("resnet", "wrn", "postresnet") and s.branches != 1:
+        return None
+    if family == "dvanet" and s.combine != "sum":
+        return None
+    b = s.convs_per_function
+    depth = _DEPTH_RULES[family][0](s.total_units, b)
+    tokens: list[str] = [family, str(depth)]
+    base = (16, 32, 64)
+    if family == "wrn":
+        if s.widths[0] % 16 or s.widths != tuple(s.widths[0] // 16 * x for x in base):
+            return None
+        if s.function == "bottleneck":
+            return None
+        width_token = "w"
+        tokens.append(str(s.widths[0] // 16))
+    elif family == "warpnet":
+        tokens.append(str(s.widths[0] // s.stem))
+        width_token = f"c{s.stem}" if s.stem != 16 else ""
+    else:
+        if s.widths == base:
+            width_token = ""
+        elif s.widths[0] % 16 == 0 and s.widths == tuple(s.widths[0] // 16 * x for x in base):
+            width_token = f"w{s.widths[0] // 16}"
+        elif s.widths == (s.widths[0], 2 * s.widths[0], 4 * s.widths[0]):
+            width_token = f"c{s.widths[0]}"
+        else:
+            width_token = "c" + ".".join(str(w) for w in s.widths)
+    # parallel functions
+    if family == "multiresnet":
+        tokens.append(f"k{s.branches}")
+    elif family in ("dvanet", "dmrnet") and s.branches != 2:
+        tokens.append(f"K{s.branches}")
+    elif family == "warpnet" and s.warp_k != 2:
+        tokens.append(f"K{s.warp_k}")
+    if width_token and family != "wrn":
+        tokens.append(width_token)
+    if s.function == "bottleneck":
+        tokens.append("bottleneck")
+    elif s.kernels != (3, 3):
+        tokens.append("b" + "".join(str(k) for k in s.kernels))
+    default_sc = _default_shortcut(family, s.function, s.kernels, width_token)
+    if s.shortcut != default_sc:
+        tokens.append(s.shortcut)
+    if len(set(s.units)) != 1:
+        tokens.append("u" + ".".join(str(u) for u in s.units))
+    if family == "warpnet":
+        if s.warp_variant == 2:
+            tokens.append("v2")
+        if not s.warp_bn:
+            tokens.append("nobn")
+    if s.dropout:
+        tokens.append("drop" + _fmt_float(s.dropout))
+    return tokens
+
+
+def _suffix_count(tokens: list[str]) -> int:
+    """Suffixes beyond family-depth; the positional widening of wrn/warpnet is not a suffix."""
+    positional = 1 if tokens[0] in ("wrn", "warpnet") else 0
+    return len(tokens) - 2 - positional
+
+
+def canonical_name(s: ArchSpec) -> str:
+    best: list[str] | None = None
+    for family in FAMILIES:
+        tokens = _family_tokens(s, family)
+        if tokens is None:
+            continue
+        if best is None or _suffix_count(tokens) < _suffix_count(best):
+            best = tokens
+    if best is None:
+        raise SpecError(f"no family can name spec {s}")
+    return "-".join(best)
+
+
+# -------------------------------------------------------------------- parsing
+_NAME_RE = re.compile(r"^(?P<family>[a-z]+)-(?P<depth>\d+)(?P<rest>(-[a-z0-9.]+)*)$", re.IGNORECASE)
+_INT_RE = re.compile(r"^\d+$")
+
+
+def _stage_ints(text: str, what: str, name: str) -> tuple[int, int, int]:
+    parts = text.split(".")
+    if len(parts) != 3 or not all(_INT_RE.match(p) for p in parts):
+        raise SpecError(f"{name!r}: {what} needs three integers a.b.c, got {text!r}")
+    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
+def parse_name(name: str, num_classes: int = 10) -> ArchSpec:
+    """Parse any accepted spelling of a network name into its spec."""
+    try:
+        return _parse_name(name, num_classes)
+    except SpecError as exc:
+        msg = str(exc)
+        raise SpecError(msg if "valid forms" in msg else f"{msg}; {valid_forms()}") from None
+
+
+def _parse_name(name: str, num_classes: int) -> ArchSpec:
+    raw = name
+    name = name.strip()
+    m = _NAME_RE.match(name)
+    if not m:
+        raise SpecError(f"cannot parse architecture name {raw!r}; {valid_forms()}")
+    family = m.group("family").lower()
+    if family not in FAMILIES:
+        raise SpecError(f"unknown family {family!r} in {raw!r}; {valid_forms()}")
+    depth = int(m.group("depth"))
+    tokens = [t for t in m.group("rest").split("-") if t]
+
+    positional: int | None = None
+    if family in ("wrn", "warpnet"):
+        if not tokens or not _INT_RE.match(tokens[0]):
+            form = "wrn-<depth>-<w>" if family == "wrn" else "warpnet-<depth>-<kw>"
+            raise SpecError(f"{raw!r}: {family} needs its widening factor, as in {form}; {valid_forms()}")
+        positional = int(tokens.pop(0))
+        if positional < 1:
+            raise SpecError(f"{raw!r}: widening factor must be >= 1")
+
+    opts: dict[str, Any] = {}
+    seen: set[str] = set()
+    for tok in tokens:
+        key, value = _classify(tok, raw)
+        if key in seen:
+            raise SpecError(f"{raw!r}: suffix for {key} given twice")
+        seen.add(key)
+        opts[key] = value
+
+    if family in ("resnet", "wrn", "postresnet") and "branches" in opts and opts["branches"] != 1:
+        raise SpecError(f"{raw!r}: {family} has one function per unit; use multiresnet (k) or dvanet/dmrnet (K)")
+    if family == "multiresnet" and "branches" not in opts:
+        raise SpecError(f"{raw!r}: multiresnet needs its function count, as in multiresnet-26-k2")
+    if family != "warpnet" and ("variant" in opts or "nobn" in opts):
+        raise SpecError(f"{raw!r}: -v1/-v2/-nobn apply to warpnet only")
+
+    unit = {"resnet": "pre", "wrn": "pre", "multiresnet": "pre", "warpnet": "warp"}.get(family, "post")
+    function = opts.get("function", "basic")
+    kernels = opts.get("kernels", (3, 3))
+    b = 3 if function == "bottleneck" else len(kernels)
+    rule, rule_text = _DEPTH_RULES[family]
+    offset = rule(0, b)
+    if "units" in opts:
+        units = opts["units"]
+        if rule(sum(units), b) != depth:
+            raise SpecError(f"{raw!r}: depth {depth} disagrees with units {'.'.join(map(str, units))} "
+                            f"(that is depth {rule(sum(units), b)} for {family})")
+    else:
+        per = b * 3 if family != "wrn" else 6
+        if depth <= offset or (depth - offset) % per:
+            raise SpecError(f"{raw!r}: {family} depth must be {rule_text.format(b=per)} with n >= 1 "
+                            f"for these functions, got {depth}; {valid_forms()}")
+        n = (depth - offset) // per
+        units = (n, n, n)
+
+    stem = 16
+    width_token = ""
+    if family == "wrn":
+        widths = tuple(positional * x for x in BASE_WIDTHS)
+        width_token = "w"
+        if "widths" in opts:
+            raise SpecError(f"{raw!r}: wrn takes its width as wrn-<depth>-<w>; -w/-c do not apply")
+    elif family == "warpnet":
+        if "widths" in opts and opts["widths"][0] != "c" or ("widths" in opts and "." in opts["widths"][1]):
+            raise SpecError(f"{raw!r}: warpnet takes -c<C> (stem width) only; its widening is warpnet-<d>-<kw>")
+        if "widths" in opts:
+            stem = int(opts["widths"][1])
+        widths = (stem * positional, 2 * stem * positional, 4 * stem * positional)
+    else:
+        widths = BASE_WIDTHS
+        if "widths" in opts:
+            kind, text = opts["widths"]
+            width_token = kind
+            if kind == "w":
+                widths = tuple(int(text) * x for x in BASE_WIDTHS)
+            elif "." in text:
+                widths = _stage_ints(text, "-c", raw)
+            else:
+                widths = (int(text), 2 * int(text), 4 * int(text))
+    shortcut = opts.get("shortcut") or _default_shortcut(family, function, kernels, width_token)
+    branches = opts.get("branches", 2 if family in ("dvanet", "dmrnet") else 1)
+    combine = "merge" if family == "dmrnet" else "sum"
+    warp_k = opts.get("branches", 2) if family == "warpnet" else 1
+    if family == "warpnet":
+        branches = 1
+    try:
+        return ArchSpec(unit=unit, function=function, kernels=kernels, units=units, widths=widths,
+                        stem=stem, branches=branches, combine=combine, shortcut=shortcut,
+                        warp_k=warp_k, warp_variant=opts.get("variant", 1),
+                        warp_bn=not opts.get("nobn", False), dropout=opts.get("dropout", 0.0),
+                        num_classes=num_classes)
+    except SpecError as exc:
+        raise SpecError(f"{raw!r}: {exc}") from None
+
+
+def _classify(tok: str, raw: str) -> tuple[str, Any]:
+    low = tok.lower()
+    if re.fullmatch(r"[kK]\d+", tok):
+        k = int(tok[1:])
+        if k < 1:
+            raise SpecError(f"{raw!r}: k/K must be >= 1, got {tok!r}")
+        return "branches", k
+    if low == "bottleneck":
+        return "function", "bottleneck"
+    if re.fullmatch(r"b\d+", low):
+        kernels = tuple(int(c) for c in low[1:])
+        bad = [k for k in kernels if k not in ALLOWED_KERNELS]
+        if bad:
+            raise SpecError(f"{raw!r}: block kernels {low[1:]} must use sizes {ALLOWED_KERNELS}, "
+                            f"as in -b33 or -b131")
+        return "kernels", kernels
+    if re.fullmatch(r"w\d+", low):
+        if int(low[1:]) < 1:
+            raise SpecError(f"{raw!r}: width multiplier must be >= 1")
+        return "widths", ("w", low[1:])
+    if re.fullmatch(r"c\d+(\.\d+\.\d+)?", low):
+        if any(int(p) < 1 for p in low[1:].split(".")):
+            raise SpecError(f"{raw!r}: widths must be >= 1")
+        return "widths", ("c", low[1:])
+    if low in ("proj", "pad"):
+        return "shortcut", low
+    if re.fullmatch(r"u[\d.]+", low):
+        units = _stage_ints(low[1:], "-u", raw)
+        if min(units) < 1:
+            raise SpecError(f"{raw!r}: units per stage must be >= 1")
+        return "units", units
+    if low in ("v1", "v2"):
+        return "variant", int(low[1])
+    if low == "nobn":
+        return "nobn", True
+    if re.fullmatch(r"drop(0?\.\d+|0|1e-\d+)", low):
+        return "dropout", float(low[4:])
+    raise SpecError(f"{raw!r}: unknown suffix -{tok}; {valid_forms()}")

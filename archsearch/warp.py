@@ -1,0 +1,134 @@
+"""The WarpNet warp operator: K residual units replaced by their first-order Taylor expansion.
+
+All K functions are evaluated at the same input x (so they could run on K devices):
+  v2: x + sum_i F_i + sum_{i<j} F'_j . F_i     (K = 2: x + F1 + F2 + F2'F1)
+  v1: x + sum_i F_i + sum_{j>=2} F'_j . x      (K = 2: x + F1 + F2 + F2'x)
+F'_j . v is the Jacobian-vector product of F_j at x along v, computed exactly with forward-mode AD
+(`torch.autograd.forward_ad`; `torch.func.jvp` fails on train-mode BatchNorm). With `exact_bn=False`
+(the paper's "-nobn" runs) the derivative terms skip F's BN layers: the JVP is propagated through
+the convolutions and the primal ReLU masks only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
+from torch import nn
+
+from archsearch.blocks import Poly, poly_add, poly_shift
+
+
+@contextlib.contextmanager
+def frozen_bn_statistics(module: nn.Module) -> Iterator[None]:
+    """Extra passes through a function (one per tangent) must not update BN running stats twice."""
+    saved = []
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            saved.append((m, m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None
+                          else None))
+            m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, tracked in saved:
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+def derivative_terms(k: int, variant: int) -> list[tuple[int, int | None]]:
+    """(j, i) pairs of the derivative terms F'_j . F_i (i None = F'_j . x), functions 0-based."""
+    if variant == 2:
+        return [(j, i) for j in range(1, k) for i in range(j)]
+    return [(j, None) for j in range(1, k)]
+
+
+class WarpOperator(nn.Module):
+    """K consecutive WarpNet units (x + F(x)) replaced by the warp operator; K = 1 is one unit."""
+
+    def __init__(self, functions: list[nn.Sequential], variant: int, exact_bn: bool) -> None:
+        super().__init__()
+        self.functions = nn.ModuleList(functions)
+        self.variant = variant
+        self.exact_bn = exact_bn
+        self.convs = sum(isinstance(m, nn.Conv2d) for m in functions[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = len(self.functions)
+        terms = derivative_terms(k, self.variant)
+        tangents_of: dict[int, list[int | None]] = {}
+        for j, i in terms:
+            tangents_of.setdefault(j, []).append(i)
+        values: list[torch.Tensor] = []
+        derivs: list[torch.Tensor] = []
+        for j, f in enumerate(self.functions):
+            wanted = tangents_of.get(j, [])
+            vectors = [x if i is None else values[i] for i in wanted]
+            value, jvps = self._value_and_jvps(f, x, vectors)
+            values.append(value)
+            derivs.extend(jvps)
+        out = x
+        for t in values + derivs:
+            out = out + t
+        return out
+
+    def _value_and_jvps(self, f: nn.Sequential, x: torch.Tensor,
+                        vectors: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if not vectors:
+            return f(x), []
+        if not self.exact_bn:
+            return linearised_without_bn(f, x, vectors)
+        jvps = []
+        value = None
+        for n, v in enumerate(vectors):
+            context = frozen_bn_statistics(f) if n > 0 else contextlib.nullcontext()
+            with context, fwAD.dual_level():
+                out = f(fwAD.make_dual(x, v))
+                primal, tangent = fwAD.unpack_dual(out)
+            if value is None:
+                value = primal
+            jvps.append(tangent)
+        return value, jvps
+
+    def paths(self, streams: list[Poly]) -> list[Poly]:
+        (p,) = streams
+        terms = [p] + [poly_shift(p, self.convs)] * len(self.functions)
+        for _, i in derivative_terms(len(self.functions), self.variant):
+            terms.append(poly_shift(p, self.convs if i is None else 2 * self.convs))
+        return [poly_add(*terms)]
+
+
+def linearised_without_bn(f: nn.Sequential, x: torch.Tensor,
+                          vectors: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """F(x) and, per vector v, the JVP of F with its BN layers dropped (ReLU masks from the primal)."""
+    h = x
+    ts = list(vectors)
+    for layer in f:
+        if isinstance(layer, nn.Conv2d):
+            h = layer(h)
+            ts = [F.conv2d(t, layer.weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+                  for t in ts]
+        elif isinstance(layer, nn.ReLU):
+            mask = (h > 0).to(h.dtype)
+            h = F.relu(h)
+            ts = [t * mask for t in ts]
+        elif isinstance(layer, nn.Dropout):
+            h = layer(h)
+        else:  # BatchNorm: the primal keeps it, the derivative term skips it
+            h = layer(h)
+    return h, ts
+
+
+class WarpTransition(nn.Module):
+    """Between WarpNet stages: 2x2 average pooling and two concatenated copies (no parameters)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.avg_pool2d(x, 2)
+        return torch.cat([x, x], dim=1)
+
+    def paths(self, streams: list[Poly]) -> list[Poly]:
+        return streams
