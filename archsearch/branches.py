@@ -119,31 +119,41 @@ class BranchSet(nn.Module):
                                   tuple(x.shape), first_conv.out_channels, first_conv.stride[0],
                                   len(self.branches[0]), x.dtype)))
 
-    @torch.no_grad()
     def _measure(self, x: torch.Tensor, shared: bool, repeats: int = 3) -> str:
-        """Time both strategies on this input shape (eval mode: no BN or dropout side effects)."""
+        """Time forward + backward of both strategies on this input shape.
+
+        Eval mode (no BN-statistics or dropout side effects) and gradients taken with respect to a
+        probe input only, so no parameter's `.grad` is touched; one warm-up run per strategy.
+        """
         was_training = self.training
         self.eval()
-        probe = torch.zeros_like(x) if shared else torch.zeros(
-            x.shape[0], x.shape[1] * len(self.branches), *x.shape[2:], dtype=x.dtype, device=x.device)
+        k = len(self.branches)
+        shape = x.shape if shared else (x.shape[0], x.shape[1] * k, *x.shape[2:])
+        probe = torch.zeros(shape, dtype=x.dtype, device=x.device, requires_grad=True)
+
+        def run(name: str) -> None:
+            if name == "grouped":
+                out = grouped_forward(self.branches, probe, stacked=not shared)
+            else:
+                xs = [probe] * k if shared else probe.chunk(k, 1)
+                out = torch.cat([f(xi) for f, xi in zip(self.branches, xs, strict=True)], 1)
+            torch.autograd.grad(out.sum(), probe)
+
         timings = {}
         try:
-            for name in ("loop", "grouped"):
-                best = float("inf")
-                for _ in range(repeats):
-                    if x.is_cuda:
-                        torch.cuda.synchronize(x.device)
-                    start = time.perf_counter()
-                    if name == "grouped":
-                        grouped_forward(self.branches, probe, stacked=not shared)
-                    else:
-                        xs = [probe] * len(self.branches) if shared else probe.chunk(len(self.branches), 1)
-                        for f, xi in zip(self.branches, xs, strict=True):
-                            f(xi)
-                    if x.is_cuda:
-                        torch.cuda.synchronize(x.device)
-                    best = min(best, time.perf_counter() - start)
-                timings[name] = best
+            with torch.enable_grad():
+                for name in ("loop", "grouped"):
+                    run(name)
+                    best = float("inf")
+                    for _ in range(repeats):
+                        if x.is_cuda:
+                            torch.cuda.synchronize(x.device)
+                        start = time.perf_counter()
+                        run(name)
+                        if x.is_cuda:
+                            torch.cuda.synchronize(x.device)
+                        best = min(best, time.perf_counter() - start)
+                    timings[name] = best
         finally:
             self.train(was_training)
         return min(timings, key=timings.__getitem__)
