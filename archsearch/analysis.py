@@ -10,9 +10,11 @@ Rules shared by every answer:
 - Trials with the same canonical name are seeds of one candidate. A candidate's error is the mean
   over its seeds.
 - Intervals are percentile bootstraps over seeds: each candidate's seeds are resampled with
-  replacement (independently per candidate), and the resampled mean's deviation is inflated by
-  √(n/(n−1)) so its variance is the unbiased one (the plain bootstrap under-covers with 3–5 seeds).
-  A candidate with one seed does not vary; results report `min_seeds` so a reader can tell.
+  replacement (independently per candidate), the resampled mean's deviation is scaled by √(n/(n−1))
+  (unbiased variance), and the percentile interval is widened about the estimate by t_df/z with
+  df = Σ(seeds − 1) over the candidates involved. The plain bootstrap under-covers with 3–5 seeds;
+  this one covers at about its nominal level (tests/test_analysis.py plants the truth and checks).
+  A candidate with one seed does not vary; results report `min_seeds` / `n` so a reader can tell.
 - Every bootstrap takes a `seed`; each question draws from its own stream, so adding a question does
   not change another's numbers.
 """
@@ -218,7 +220,7 @@ def _values_by_name(records: list[TrialRecord]) -> dict[str, np.ndarray]:
 
 
 def bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap replicates of a mean over seeds, deviation inflated by √(n/(n−1)) (see module doc)."""
+    """Bootstrap replicates of a mean over seeds; deviations scaled by √(n/(n−1)) (unbiased variance)."""
     values = np.asarray(values, dtype=float)
     n, m = len(values), float(np.mean(values))
     if n < 2:
@@ -227,20 +229,30 @@ def bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator) -
     return m + (resampled - m) * math.sqrt(n / (n - 1))
 
 
-def interval(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    """Percentile interval by order statistics, so ±inf replicates (censored n₀) stay meaningful."""
+def interval(
+    samples: np.ndarray, level: float = LEVEL, *, point: float | None = None, df: int | None = None
+) -> tuple[float, float]:
+    """Percentile interval by order statistics, so ±inf replicates (censored n₀) stay meaningful.
+
+    With `point` and `df` the interval is widened about the point by t_df / z: the bootstrap gives
+    the shape, Student's t the small-sample width (a 5-seed mean's plain bootstrap under-covers).
+    `df` is the pooled degrees of freedom, Σ(seeds − 1) over the candidates the quantity uses.
+    """
     s = np.sort(np.asarray(samples, dtype=float))
     s = s[~np.isnan(s)]
     if len(s) == 0:
         return (math.nan, math.nan)
     a = (1.0 - level) / 2.0
-    lo = s[min(len(s) - 1, int(math.floor(a * len(s))))]
-    hi = s[max(0, int(math.ceil((1.0 - a) * len(s))) - 1)]
-    return (float(lo), float(hi))
+    lo = float(s[min(len(s) - 1, int(math.floor(a * len(s))))])
+    hi = float(s[max(0, int(math.ceil((1.0 - a) * len(s))) - 1)])
+    if point is None or df is None or df < 1 or not math.isfinite(point):
+        return (lo, hi)
+    f = float(stats.t.ppf(1.0 - a, df) / stats.norm.ppf(1.0 - a))
+    return (point - (point - lo) * f, point + (hi - point) * f)
 
 
-def _rng(seed: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng([seed, stream])
+def _rng(seed: int, *stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *stream])
 
 
 # ----------------------------------------------------------------------------------- n₀
@@ -274,6 +286,22 @@ class N0Result:
     points: list[DeltaPoint] = field(default_factory=list)
     min_seeds: int = 0
     message: str = ""
+
+    def describe(self, short: bool = False) -> str:
+        """One line: "n₀ = 22.4 (interval 18.7 – >30)", or why there is no n₀."""
+        if self.status == "insufficient" or self.n0 is None or not self.points:
+            return self.message
+        lo, hi = self.points[0].depth, self.points[-1].depth
+
+        def depth(v: float) -> str:
+            return f"<{lo}" if v == -math.inf else f">{hi}" if v == math.inf else f"{v:.1f}"
+
+        head = {"crossed": f"n₀ = {self.n0:.1f}", "below_range": f"n₀ < {lo}", "above_range": f"n₀ > {hi}"}
+        why = {"below_range": " (multi better at every measured depth)",
+               "above_range": " (multi not better at the deepest measured depth)"}
+        head = head[self.status] + ("" if short else why.get(self.status, ""))
+        ci = "" if self.ci is None else f" (interval {depth(self.ci[0])} – {depth(self.ci[1])})"
+        return head + ci
 
 
 def crossing_depth(depths: np.ndarray, delta: np.ndarray) -> np.ndarray:
@@ -337,17 +365,18 @@ def n0_analysis(
             msg = f"no full-fidelity {missing} candidate at budget {budget}"
             results.append(N0Result(budget, block, "insufficient", message=msg))
             continue
-        ref_boot = np.min([boots[n] for n in plain], axis=0)
+        ref_boot = np.min([boots[k] for k in plain], axis=0)
         ref = min(plain, key=lambda k: values[k].mean())
         rows = []
         for depth in sorted(multi):
-            ks = multi[depth]
-            point = float(np.mean([values[k].mean() for k in ks]) - values[ref].mean())
-            boot = np.mean([boots[k] for k in ks], axis=0) - ref_boot
-            dp = DeltaPoint(depth, point, interval(boot, level), [k[1] for k in ks], ref[1], budget)
-            rows.append((depth, point, boot, dp, min(len(values[k]) for k in ks + [ref])))
+            used = frozenset(multi[depth] + plain)
+            point = float(np.mean([values[k].mean() for k in multi[depth]]) - values[ref].mean())
+            boot = np.mean([boots[k] for k in multi[depth]], axis=0) - ref_boot
+            ci = interval(boot, level, point=point, df=_df(values, used))
+            dp = DeltaPoint(depth, point, ci, [k[1] for k in multi[depth]], ref[1], budget)
+            rows.append((depth, point, boot, dp, used))
             pooled[block].append(rows[-1])
-        results.append(_n0_from_rows(budget, block, rows, min(r[4] for r in rows), level))
+        results.append(_n0_from_rows(budget, block, rows, values, level))
     for block, rows in pooled.items():
         if len({row[3].budget for row in rows}) < 2:
             continue
@@ -358,22 +387,29 @@ def n0_analysis(
         for depth, rs in sorted(by_depth.items()):
             point = float(np.mean([r[1] for r in rs]))
             boot = np.mean([r[2] for r in rs], axis=0)
+            used = frozenset().union(*(r[4] for r in rs))
             pts = [r[3] for r in rs]
-            label = "+".join(p.budget for p in pts)
-            dp = DeltaPoint(depth, point, interval(boot, level), sum((p.multi for p in pts), []),
-                            "+".join(p.plain for p in pts), label)
-            merged.append((depth, point, boot, dp, min(r[4] for r in rs)))
-        results.append(_n0_from_rows("all", block, merged, min(r[4] for r in merged), level))
+            ci = interval(boot, level, point=point, df=_df(values, used))
+            dp = DeltaPoint(depth, point, ci, sum((p.multi for p in pts), []),
+                            "+".join(p.plain for p in pts), "+".join(p.budget for p in pts))
+            merged.append((depth, point, boot, dp, used))
+        results.append(_n0_from_rows("all", block, merged, values, level))
     return results
 
 
-def _n0_from_rows(budget: str, block: str, rows: list, seeds: int, level: float) -> N0Result:
+def _df(values: dict, used: frozenset) -> int:
+    return sum(len(values[k]) - 1 for k in used)
+
+
+def _n0_from_rows(budget: str, block: str, rows: list, values: dict, level: float) -> N0Result:
     depths = np.array([r[0] for r in rows], dtype=float)
     point = float(crossing_depth(depths, np.array([[r[1] for r in rows]]))[0])
     boot = crossing_depth(depths, np.stack([r[2] for r in rows], axis=1))
+    used = frozenset().union(*(r[4] for r in rows))
     status = "crossed" if math.isfinite(point) else ("below_range" if point < 0 else "above_range")
-    return N0Result(budget, block, status, point, interval(boot, level), float(np.isfinite(boot).mean()),
-                    [r[3] for r in rows], seeds)
+    ci = interval(boot, level, point=point, df=_df(values, used))
+    return N0Result(budget, block, status, point, ci, float(np.isfinite(boot).mean()),
+                    [r[3] for r in rows], min(len(values[k]) for k in used))
 
 
 def _no_data(what: str, present: list[TrialRecord]) -> str:
@@ -415,14 +451,14 @@ class BestResult:
 
 def best_of(
     options: dict[Any, list[str]], values: dict[str, np.ndarray], *, labels: dict[Any, str] | None = None,
-    seed: int = 0, n_boot: int = N_BOOT, level: float = LEVEL,
+    seed: int = 0, n_boot: int = N_BOOT, level: float = LEVEL, stream: tuple[int, ...] = (),
 ) -> tuple[Option, list[Option]]:
     """Argmin of mean error over options; an option with several names counts its best one.
 
     P(best) is the share of bootstrap replicates in which the option has the lowest error (the best
     name re-chosen in each). The interval is the chosen option's own replicate distribution.
     """
-    rng = _rng(seed, 2)
+    rng = _rng(seed, 2, *stream)
     keys = list(options)
     boots = {n: bootstrap_means(values[n], n_boot, rng) for k in keys for n in options[k]}
     opt_boot = np.stack([np.min([boots[n] for n in options[k]], axis=0) for k in keys])
@@ -431,9 +467,9 @@ def best_of(
     for i, k in enumerate(keys):
         name = min(options[k], key=lambda n: values[n].mean())
         v = values[name]
+        ci = interval(opt_boot[i], level, point=float(v.mean()), df=len(v) - 1)
         out.append(Option((labels or {}).get(k, str(k)), k, name, list(options[k]), float(v.mean()),
-                          float(v.std(ddof=1)) if len(v) > 1 else None, len(v),
-                          interval(opt_boot[i], level), float(p[i])))
+                          float(v.std(ddof=1)) if len(v) > 1 else None, len(v), ci, float(p[i])))
     return min(out, key=lambda o: o.mean), out
 
 
@@ -447,22 +483,24 @@ def best_k(
     the best of them for that K; the per-name table shows them all.
     """
     results = []
-    for family, fams in BEST_K_GROUPS.items():
+    for f_i, (family, fams) in enumerate(BEST_K_GROUPS.items()):
         present = [r for r in records if r.family == family]
         if not present:
             continue
         group = [r for r in records if r.family in fams and r.usable and block_of(r.name) != "wide"]
         main = [r for r in group if r.family == family]
         if not main:
-            results.append(BestResult("best K", family, "all", "insufficient", message=_no_data(family, present)))
+            msg = _no_data(family, present)
+            results.append(BestResult("best K", family, "all", "insufficient", message=msg))
             continue
-        keys = sorted({(r.budget, block_of(r.name)) for r in main}, key=lambda k: (k[1], budget_sort_key(k[0])))
+        keys = sorted({(r.budget, block_of(r.name)) for r in main},
+                      key=lambda k: (k[1], budget_sort_key(k[0])))
         for i, (budget, block) in enumerate(keys):
             rs = [r for r in group if r.budget == budget and block_of(r.name) == block]
             label = family if block == "basic" else f"{family} ({block})"
             results.append(_best_of_records(
                 "best K", label, budget, rs, lambda r: r.branches or 1, lambda k: f"K={k}",
-                seed=seed * 1000 + i, n_boot=n_boot, level=level))
+                seed=seed, stream=(3, f_i, i), n_boot=n_boot, level=level))
     return results
 
 
@@ -482,11 +520,11 @@ def wrn_analysis(
         rs = [r for r in main + deep if r.budget == budget]
         results.append(_best_of_records(
             "WRN width/depth", "wrn", budget, rs, lambda r: r.name,
-            lambda n: n, seed=seed * 1000 + 500 + i, n_boot=n_boot, level=level))
+            lambda n: n, seed=seed, stream=(4, i), n_boot=n_boot, level=level))
     return results
 
 
-def _best_of_records(question, family, budget, rs, key_fn, label_fn, *, seed, n_boot, level) -> BestResult:
+def _best_of_records(question, family, budget, rs, key_fn, label_fn, *, seed, stream, n_boot, level):
     values = _values_by_name(rs)
     options: dict[Any, list[str]] = defaultdict(list)
     for name in values:
@@ -497,7 +535,7 @@ def _best_of_records(question, family, budget, rs, key_fn, label_fn, *, seed, n_
         return BestResult(question, family, budget, "insufficient",
                           message=f"only one option measured at full fidelity ({only}): nothing to compare")
     best, opts = best_of(options, values, labels={k: label_fn(k) for k in options},
-                         seed=seed, n_boot=n_boot, level=level)
+                         seed=seed, stream=stream, n_boot=n_boot, level=level)
     return BestResult(question, family, budget, "ok", best, opts)
 
 
@@ -613,7 +651,7 @@ def path_length_analysis(
         rho, ci = None, None
         if len(cs) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
             rho = float(stats.spearmanr(x, y).statistic)
-            ci = interval(_boot_spearman(x, y, n_boot, _rng(seed, 100 + i)), level)
+            ci = interval(_boot_spearman(x, y, n_boot, _rng(seed, 6, i)), level)
         out.append(PathLengthResult(budget, [c.name for c in cs], [c.family for c in cs], x.tolist(),
                                     y.tolist(), [c.std for c in cs], rho, ci))
     return out
@@ -664,7 +702,9 @@ def rung_epochs(records: list[TrialRecord]) -> list[int]:
     max_ep = max((r.max_epochs or max(r.intermediate, default=0) for r in records), default=0)
     stops = {r.epochs or max(r.intermediate, default=0) for r in records if r.state == "PRUNED"}
     rungs = sorted(e for e in stops if 0 < e < max_ep)
-    return rungs or [2**i for i in range(int(math.log2(max_ep)) + 1) if 2**i < max_ep] if max_ep > 1 else []
+    if rungs or max_ep < 2:
+        return rungs
+    return [2**i for i in range(int(math.log2(max_ep)) + 1) if 2**i < max_ep]
 
 
 def fidelity_check(
@@ -673,7 +713,7 @@ def fidelity_check(
 ) -> list[FidelityCheck]:
     """Spearman and Kendall correlation of each rung's error with the final error, per family.
 
-    "all" (first) pools the families, as ASHA itself ranks them together. A rung warns when ρ <
+    "all" (first, when there are several families) pools them, as ASHA itself ranks them together. A rung warns when ρ <
     `threshold` or its interval reaches 0; rungs that fewer than `min_trials` full-fidelity trials
     reached are skipped. The trials are the survivors of ASHA, so the range is restricted and ρ is,
     if anything, pessimistic about the rungs.
@@ -682,7 +722,7 @@ def fidelity_check(
     usable = [r for r in records if r.usable]
     fams = sorted({r.family for r in usable})
     out = []
-    for i, fam in enumerate(["all", *fams]):
+    for i, fam in enumerate(["all", *fams] if len(fams) > 1 else fams):
         rs = [r for r in usable if fam == "all" or r.family == fam]
         checks = []
         for epoch in rungs:
@@ -696,7 +736,7 @@ def fidelity_check(
                 continue
             rho = float(stats.spearmanr(x, y).statistic)
             kt = stats.kendalltau(x, y)
-            ci = interval(_boot_spearman(x, y, n_boot, _rng(seed, 200 + 50 * i + epoch % 50)), level)
+            ci = interval(_boot_spearman(x, y, n_boot, _rng(seed, 5, i, epoch)), level)
             reasons = []
             if rho < threshold:
                 reasons.append(f"Spearman {rho:.2f} < {threshold}")

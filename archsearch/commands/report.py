@@ -1,0 +1,105 @@
+"""`archsearch report`: write a study's answers (n₀, best K, WRN, fidelity) and attach them to it.
+
+    archsearch report STUDY.yaml [--out DIR]
+    archsearch report --storage URL --study NAME [--out DIR]
+
+The study file is read with `archsearch.config.load_study_config` when that module exists. Until
+then (fallback) only its `name` and `storage` keys are read, `storage` defaulting to
+`sqlite:///runs/<name>/study.db` as the study runner writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from archsearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+HELP = "write a study's report (n0, best K, WRN width/depth, EDFs, Pareto fronts, fidelity checks)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study_file", nargs="?", metavar="STUDY.yaml", help="study file (or --storage/--study)")
+    parser.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///runs/NAME/study.db")
+    parser.add_argument("--study", dest="study_name", metavar="NAME", help="study name in --storage")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="report folder (default runs/<study>/report/; artifacts in runs/<study>/artifacts/, "
+                             "or DIR/artifacts/ with --out)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from archsearch.report import write_report
+
+    name, storage = study_location(args)
+    study = load_study(name, storage)
+    run_dir = Path("runs") / name
+    out = args.out if args.out is not None else run_dir / "report"
+    artifacts = out / "artifacts" if args.out is not None else run_dir / "artifacts"
+    path = write_report(study, out, seed=args.seed, n_boot=args.n_boot, artifact_dir=artifacts)
+    print(f"report written to {path}")
+    print(f"attached to study {name!r}: user attribute report_path, artifacts in {artifacts}, dashboard note")
+    return 0
+
+
+def study_location(args: argparse.Namespace) -> tuple[str, str]:
+    """(study name, storage URL) from a study file or from --storage/--study."""
+    if args.study_file:
+        if args.storage or args.study_name:
+            raise ConfigError("give either STUDY.yaml or --storage/--study, not both")
+        return study_file_location(Path(args.study_file))
+    if not (args.storage and args.study_name):
+        raise ConfigError("give STUDY.yaml, or both --storage URL and --study NAME")
+    return args.study_name, args.storage
+
+
+def study_file_location(path: Path) -> tuple[str, str]:
+    """Name and storage URL of a study file (config loader if present, else the minimal fallback)."""
+    try:
+        from archsearch.config import load_study_config
+    except ImportError as exc:  # no config module yet, or no loader in it: the minimal fallback
+        if exc.name != "archsearch.config":
+            raise
+        return _fallback_location(path)
+    cfg = load_study_config(path)
+    return cfg.name, cfg.storage_url()
+
+
+def _fallback_location(path: Path) -> tuple[str, str]:
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such study file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a study file is a mapping of keys")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{path}: key 'name': missing or not a string")
+    storage = data.get("storage", f"sqlite:///runs/{name}/study.db")
+    if not isinstance(storage, str) or not storage:
+        raise ConfigError(f"{path}: key 'storage': not a storage URL string")
+    return name, storage
+
+
+def load_study(name: str, storage: str) -> optuna.Study:
+    """Open an existing study; a missing database or study is a one-line ConfigError, not a new study."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if storage.startswith("sqlite:///"):
+        db = Path(storage[len("sqlite:///"):])
+        if not db.is_file():
+            raise ConfigError(f"no study database at {db}")
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise ConfigError(f"no study named {name!r} in {storage}") from None

@@ -1,0 +1,247 @@
+"""A study's answers as a Markdown report, attached to the study so the dashboard reaches it.
+
+`write_report` reads the study once (`analysis.load_records`), computes every answer
+(`analysis.analyze`), draws the figures (`plots.draw_all`) and writes, under `out_dir`:
+`report.md` (answers first, then the per-architecture table, figures, method), `analysis.json`
+(the same numbers for scripts) and `figures/` (PNG + interactive HTML). It then records the report
+on the study: user attributes `report_path`, `report_artifact_id`, `artifact_dir`; an Optuna
+artifact (the Markdown, plus a zip of the whole report folder); and the answers as the study's
+dashboard note (`optuna_dashboard.save_note`). Start the dashboard with
+`--artifact-dir <artifact_dir>` to open the artifacts from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from archsearch.analysis import (
+    LEVEL,
+    N_BOOT,
+    BestResult,
+    StudyAnalysis,
+    analyze,
+    load_records,
+)
+from archsearch.plots import FigureFiles, draw_all
+
+
+def write_report(
+    study: Any, out_dir: str | Path, *, seed: int = 0, n_boot: int = N_BOOT, level: float = LEVEL,
+    artifact_dir: str | Path | None = None,
+) -> Path:
+    """Write the report of `study` under `out_dir`, attach it to the study, return report.md's path.
+
+    `artifact_dir` (default `out_dir/artifacts`) is the FileSystemArtifactStore's folder.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = analyze(load_records(study), seed=seed, n_boot=n_boot, level=level)
+    figures = draw_all(result, out_dir / "figures")
+    path = out_dir / "report.md"
+    path.write_text(render_markdown(study.study_name, result, figures, out_dir), encoding="utf-8")
+    (out_dir / "analysis.json").write_text(json.dumps(_jsonable(asdict(result)), indent=1), encoding="utf-8")
+    attach(study, path, answers_markdown(result), Path(artifact_dir) if artifact_dir else out_dir / "artifacts")
+    return path
+
+
+def attach(study: Any, report: Path, summary: str, artifact_dir: Path) -> str:
+    """Make the report reachable from the dashboard: user attribute, artifacts, study note."""
+    import optuna_dashboard
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(artifact_dir)
+    artifact_id = upload_artifact(artifact_store=store, file_path=str(report), study_or_trial=study,
+                                  mimetype="text/markdown", encoding="utf-8")
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = _bundle(report.parent, Path(tmp) / f"{study.study_name}-report.zip", exclude=artifact_dir)
+        upload_artifact(artifact_store=store, file_path=str(bundle), study_or_trial=study,
+                        mimetype="application/zip")
+    study.set_user_attr("report_path", str(report.resolve()))
+    study.set_user_attr("report_artifact_id", artifact_id)
+    study.set_user_attr("artifact_dir", str(artifact_dir.resolve()))
+    note = f"{summary}\n\nFull report: `{report.resolve()}` (also attached as an artifact).\n"
+    optuna_dashboard.save_note(study, note)
+    return artifact_id
+
+
+def _bundle(root: Path, dest: Path, exclude: Path) -> Path:
+    """Zip the report folder (Markdown, JSON, figures, plotly.min.js), leaving out the artifact store."""
+    skip = exclude.resolve()
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(root.rglob("*")):
+            if f.is_file() and skip not in f.resolve().parents:
+                z.write(f, f.relative_to(root).as_posix())
+    return dest
+
+
+# ----------------------------------------------------------------------------------- Markdown
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _num(v: float | None, fmt: str = ".2f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return format(v, fmt)
+
+
+def _count(v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v / 1e6:.3f}M" if v >= 1e5 else f"{v:,.0f}"
+
+
+def _verdict(p: float) -> str:
+    return "clear" if p >= 0.95 else "likely" if p >= 0.75 else "no clear winner"
+
+
+def answers_markdown(a: StudyAnalysis) -> str:
+    """The answers alone (also the dashboard note): n₀, best K, WRN, fidelity warnings."""
+    pct = f"{100 * a.level:g} %"
+    out = ["## Answers", ""]
+    out += ["### Past which depth n₀ do k > 1 residual functions beat more depth?", ""]
+    if not a.n0:
+        out.append("No Multi-ResNet/ResNet trials in this study.")
+    else:
+        rows = []
+        for r in a.n0:
+            deltas = ", ".join(f"{p.depth}: {p.delta:+.2f} [{p.ci[0]:+.2f}, {p.ci[1]:+.2f}]" for p in r.points)
+            where = "across budgets" if r.budget == "all" else r.budget
+            rows.append([where, r.block, r.describe(), _num(r.p_crossed), deltas or "–", r.min_seeds or "–"])
+        out += [_table(["budget", "block", f"n₀ ({pct} interval)", "P(crosses in range)",
+                        "Δ(d) = multi − plain, points [interval]", "min seeds"], rows), ""]
+        out.append("The Multi-ResNet paper finds n₀ ≈ 20 on CIFAR-10 (Table II: worse at 8, tied at 20, "
+                   "better at 30).")
+    out += ["", "### Which K is best?", ""]
+    out += _best_section(a.best_k, "No multi-branch family (multiresnet, dmrnet, dvanet, warpnet) in this study.")
+    out += ["", "### Wider or deeper (WRN)?", ""]
+    out += _best_section(a.wrn, "No WRN trials in this study.")
+    out += _wider_or_deeper(a)
+    out += ["", "### Can the cheap fidelity be trusted?", ""]
+    if not a.fidelity:
+        out.append("No full-fidelity trials: nothing to check the rungs against.")
+    for f in a.fidelity:
+        mark = {"ok": "ok", "warn": "**WARNING**", "insufficient": "insufficient data"}[f.status]
+        out.append(f"- {f.family}: {mark} — {f.message}")
+    thin = [c.name for c in a.candidates if c.n == 1]
+    if thin:
+        out += ["", f"Note: {len(thin)} candidate(s) have a single full-fidelity seed; their intervals "
+                    "show no seed-to-seed variation and understate the uncertainty."]
+    return "\n".join(out)
+
+
+def _best_section(results: list[BestResult], empty: str) -> list[str]:
+    if not results:
+        return [empty]
+    rows, notes = [], []
+    for r in results:
+        if r.status != "ok":
+            notes.append(f"- {r.family} @ {r.budget}: {r.message}")
+            continue
+        b = r.best
+        probs = " · ".join(f"{o.label} {o.p_best:.2f}" for o in r.options)
+        rows.append([r.family, r.budget, f"**{b.label}**" + ("" if b.label == b.name else f" ({b.name})"),
+                     f"{b.mean:.2f} [{b.ci[0]:.2f}, {b.ci[1]:.2f}]", f"{b.p_best:.2f} ({_verdict(b.p_best)})",
+                     probs])
+    out = [_table(["family", "budget", "best", "error % [interval]", "P(best)", "P(best) of each option"],
+                  rows)] if rows else []
+    return out + ([""] if rows and notes else []) + notes
+
+
+def _wider_or_deeper(a: StudyAnalysis) -> list[str]:
+    """One sentence per budget: is the best WRN option the deepest, the widest, or between?"""
+    info = {(c.name, c.budget): c for c in a.candidates}
+    out = []
+    for r in a.wrn:
+        if r.status != "ok":
+            continue
+        opts = [(o, info.get((o.name, r.budget))) for o in r.options]
+        opts = [(o, c) for o, c in opts if c is not None and c.depth is not None and c.width is not None]
+        if len(opts) < 2:
+            continue
+        deepest = max(opts, key=lambda oc: (oc[1].depth, -oc[1].width))
+        widest = max(opts, key=lambda oc: (oc[1].width, -oc[1].depth))
+        best = r.best.name
+        where = ("the deepest and thinnest option" if best == deepest[0].name else
+                 "the widest and shallowest option" if best == widest[0].name else "between the extremes")
+        out.append(f"- {r.budget}: best is `{best}`, {where}; deepest `{deepest[0].name}` has P(best) "
+                   f"{deepest[0].p_best:.2f}, widest `{widest[0].name}` {widest[0].p_best:.2f}.")
+    return [""] + out if out else []
+
+
+def _fidelity_table(a: StudyAnalysis) -> list[str]:
+    rows = [[f.family, r.epoch, r.n, f"{_num(r.spearman)} [{_num(r.spearman_ci[0])}, {_num(r.spearman_ci[1])}]",
+             f"{_num(r.kendall)} (p = {_num(r.kendall_p, '.2g')})", "**warn**: " + r.reason if r.warn else "ok"]
+            for f in a.fidelity for r in f.rungs]
+    if not rows:
+        return []
+    head = ["family", "rung epoch", "trials", "Spearman ρ [interval]", "Kendall τ", "verdict"]
+    return ["## Fidelity by rung", "", "Rank agreement of each ASHA rung's error with the final error "
+            "(full-fidelity trials; \"all\" pools the families as ASHA does).", "", _table(head, rows), ""]
+
+
+def render_markdown(name: str, a: StudyAnalysis, figures: list[FigureFiles], base: Path) -> str:
+    """The whole report; figure paths are relative to `base` (the folder holding report.md)."""
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(a.states.items())) or "no trials"
+    out = [
+        f"# Study report: {name}", "",
+        f"Trials: {states}; {a.n_full_fidelity} complete at full fidelity feed the answers (pruned, "
+        f"failed and reduced-fidelity trials never do). Intervals: {100 * a.level:g} % bootstrap over "
+        f"seeds ({a.n_boot} resamples, seed {a.seed}).", "",
+        answers_markdown(a), "",
+        "## Trials by architecture", "",
+        "Full-fidelity seeds only; error is validation error in percent.", "",
+    ]
+    rows = [[f"`{c.name}`", c.family, c.budget, c.n,
+             "–" if c.mean is None else f"{c.mean:.2f} ± {_num(c.std)}", _count(c.params), _count(c.macs),
+             _num(c.latency_b1_ms), _num(c.path_length_mean), _num(c.test_error), c.n_pruned, c.n_failed]
+            for c in a.candidates]
+    out += [_table(["name", "family", "budget", "seeds", "error mean ± std", "params", "MACs",
+                    "latency b1 (ms)", "path length", "test error", "pruned", "failed"], rows), ""]
+    out += _fidelity_table(a)
+    out += ["## Figures", ""]
+    for f in figures:
+        png, html = f.png.relative_to(base).as_posix(), f.html.relative_to(base).as_posix()
+        out += [f"### {f.title}", "", f"![{f.title}]({png})", "", f"[interactive version]({html})", ""]
+    out += ["## How these numbers are computed", "", METHOD]
+    return "\n".join(out) + "\n"
+
+
+METHOD = """\
+- Only trials trained to full fidelity (user attribute `full_fidelity`, state COMPLETE) count.
+  Trials of one canonical name are seeds; a candidate's error is the mean over its seeds.
+- **n₀**: in each budget group, Δ(d) = error of the Multi-ResNet (k > 1) at depth d (one function
+  counted, d = 6n+2) minus the error of the plain ResNet (k = 1) of the same budget (the best one
+  if there are several). n₀ is the depth past which Δ stays ≤ 0: the last crossing from + to −,
+  linearly interpolated between measured depths. "Across budgets" joins one Δ per budget into one
+  curve, as the paper's Table II does. "n₀ < d" / "n₀ > d" mean no crossing inside the range.
+- **Best K / WRN**: the option of lowest mean error; P(best) is the share of bootstrap replicates in
+  which it is lowest. An option measured by several names counts its best one.
+- **Intervals**: percentile bootstrap, seeds resampled within each candidate (variance made unbiased
+  by √(n/(n−1))), widened about the estimate by t/z with the pooled degrees of freedom, so 3–5 seeds
+  do not give over-confident intervals. Interval ends beyond the measured depths are censored.
+- **EDFs**: weighted error distribution per family; weights give every complexity bin (budget
+  group) shared by all families equal mass (Radosavovic et al., 2019).
+- **Fidelity**: Spearman ρ (bootstrap interval) and Kendall τ between the error at each ASHA rung
+  and the final error, over full-fidelity trials; a warning when ρ < 0.5 or its interval reaches 0.
+"""
+
+
+def _jsonable(x: Any) -> Any:
+    """Strict JSON: non-finite floats become strings ("inf", "-inf", "nan")."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    return x
