@@ -117,7 +117,10 @@ def linearised_without_bn(f: nn.Sequential, x: torch.Tensor,
             h = F.relu(h)
             ts = [t * mask for t in ts]
         elif isinstance(layer, nn.Dropout):
-            h = layer(h)
+            if layer.training and layer.p > 0:  # the tangent shares the primal's dropout mask
+                keep = F.dropout(torch.ones_like(h), layer.p, True)
+                h = h * keep
+                ts = [t * keep for t in ts]
         else:  # BatchNorm: the primal keeps it, the derivative term skips it
             h = layer(h)
     return h, ts
