@@ -125,6 +125,10 @@ class BranchSet(nn.Module):
         Eval mode (no BN-statistics or dropout side effects) and gradients taken with respect to a
         probe input only, so no parameter's `.grad` is touched; one warm-up run per strategy.
         """
+        with torch.inference_mode(False), torch.enable_grad():  # first call may come from evaluation
+            return self._measure_with_grad(x, shared, repeats)
+
+    def _measure_with_grad(self, x: torch.Tensor, shared: bool, repeats: int) -> str:
         was_training = self.training
         self.eval()
         k = len(self.branches)
@@ -141,19 +145,18 @@ class BranchSet(nn.Module):
 
         timings = {}
         try:
-            with torch.enable_grad():
-                for name in ("loop", "grouped"):
+            for name in ("loop", "grouped"):
+                run(name)
+                best = float("inf")
+                for _ in range(repeats):
+                    if x.is_cuda:
+                        torch.cuda.synchronize(x.device)
+                    start = time.perf_counter()
                     run(name)
-                    best = float("inf")
-                    for _ in range(repeats):
-                        if x.is_cuda:
-                            torch.cuda.synchronize(x.device)
-                        start = time.perf_counter()
-                        run(name)
-                        if x.is_cuda:
-                            torch.cuda.synchronize(x.device)
-                        best = min(best, time.perf_counter() - start)
-                    timings[name] = best
+                    if x.is_cuda:
+                        torch.cuda.synchronize(x.device)
+                    best = min(best, time.perf_counter() - start)
+                timings[name] = best
         finally:
             self.train(was_training)
         return min(timings, key=timings.__getitem__)

@@ -218,23 +218,23 @@ def _decode_torchvision(name: str, root: Path, download: bool) -> dict:
     from torchvision import datasets
 
     root.mkdir(parents=True, exist_ok=True)
+    out: dict = {}
     try:
-        if name == "svhn":
-            tr = datasets.SVHN(str(root), split="train", download=download)
-            te = datasets.SVHN(str(root), split="test", download=download)
-            to_x = lambda d: torch.from_numpy(d.data).contiguous()  # noqa: E731 (already N×C×H×W)
-            to_y = lambda d: torch.as_tensor(d.labels, dtype=torch.int64)  # noqa: E731
-            classes = [str(i) for i in range(10)]
-        else:
-            cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-            tr = cls(str(root), train=True, download=download)
-            te = cls(str(root), train=False, download=download)
-            to_x = lambda d: torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-            to_y = lambda d: torch.as_tensor(d.targets, dtype=torch.int64)  # noqa: E731
-            classes = list(tr.classes)
-    except RuntimeError as exc:  # "Dataset not found or corrupted"
-        raise ConfigError(f"{name}: {exc} (set ARCHSEARCH_DATA or pass a path)") from exc
-    return {"train_x": to_x(tr), "train_y": to_y(tr), "test_x": to_x(te), "test_y": to_y(te), "classes": classes}
+        for split, train in (("train", True), ("test", False)):
+            if name == "svhn":
+                ds = datasets.SVHN(str(root), split=split, download=download)
+                out[f"{split}_x"] = torch.from_numpy(ds.data).contiguous()  # already N×C×H×W
+                out[f"{split}_y"] = torch.as_tensor(ds.labels, dtype=torch.int64)
+                out["classes"] = [str(i) for i in range(10)]
+            else:
+                cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+                ds = cls(str(root), train=train, download=download)
+                out[f"{split}_x"] = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+                out[f"{split}_y"] = torch.as_tensor(ds.targets, dtype=torch.int64)
+                out["classes"] = list(ds.classes)
+    except (RuntimeError, OSError) as exc:  # "Dataset not found or corrupted", or no network
+        raise ConfigError(f"{name}: {exc} (set ARCHSEARCH_DATA or pass a path)") from None
+    return out
 
 
 def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -258,3 +258,14 @@ def test_count_api_keys_and_units() -> None:
     assert result["units"] == [6, 6, 6] and result["depth"] == 37
     assert count("dmrnet-50-K4-c12")["units"] == [8, 8, 8]
     assert parse_name(count("multiresnet-26-k1-w10", num_classes=100)["name"]).name == "wrn-28-10"
+
+
+def test_auto_strategy_first_call_under_inference_mode(tmp_path, monkeypatch) -> None:
+    from archsearch import branches
+
+    monkeypatch.setenv("ARCHSEARCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(branches, "_CHOICES", {})
+    model = build("dmrnet-8-K2", strategy="auto").eval()
+    with torch.inference_mode():
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10) and branches._CHOICES

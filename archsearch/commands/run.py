@@ -1,0 +1,86 @@
+"""`archsearch run STUDY.yaml`: run or resume an architecture search on Ray Tune + Optuna + ASHA."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "run (or --resume) a study: Ray Tune trials, ASHA early stopping, Optuna storage as the record"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", metavar="STUDY.yaml", help="study file (see studies/tiny.yaml)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an existing study: keep finished trials, continue interrupted ones")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (candidates, budgets, epochs), run nothing")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a study key, e.g. --set train.epochs=2 (value parsed as YAML; repeatable)")
+    parser.add_argument("--address", default=None,
+                        help="join an existing Ray cluster (HOST:PORT, ray://HOST:PORT or auto) instead of a local one")
+    parser.add_argument("--n-trials", type=int, default=None, metavar="N",
+                        help="override n_trials (COMPLETE + PRUNED to reach)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from archsearch.errors import ConfigError
+    from archsearch.study import load_study
+
+    if args.n_trials is not None and args.n_trials < 1:
+        raise ConfigError(f"{args.study}: --n-trials: must be at least 1, got {args.n_trials}")
+    config = load_study(args.study, args.overrides, n_trials=args.n_trials)
+    if args.dry_run:
+        return _dry_run(config)
+
+    from archsearch.tune import run_study
+
+    result = run_study(config, resume=args.resume, address=args.address)
+    _print_summary(config, result)
+    return 130 if result.get("session_interrupted") else 0
+
+
+def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
+    from archsearch.storage import load_space_of, open_storage, storage_exists, study_id, summary
+    from archsearch.study import describe_plan
+
+    space = load_space_of(config)
+    existing = None
+    url = config.storage_url
+    if storage_exists(url) is not False:  # never create a storage for a dry run
+        try:
+            storage = open_storage(url, where=str(config.path), create=False)
+            sid = study_id(storage, config.name)
+            if sid is not None:
+                import optuna
+
+                s = summary(optuna.load_study(study_name=config.name, storage=storage))
+                counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(s["counts"].items())) or "no trials"
+                existing = f"study exists: {counts}; continue it with --resume"
+        except Exception as exc:  # noqa: BLE001 - the plan is still worth printing
+            existing = f"cannot read: {exc}"
+    for line in describe_plan(config, space, existing):
+        print(line)
+    return 0
+
+
+def _print_summary(config, result: dict) -> None:  # noqa: ANN001 - a StudyConfig
+    counts = result["counts"]
+    order = ["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
+    text = ", ".join(f"{counts[k]} {k.lower()}" for k in order if counts.get(k))
+    target = config.n_trials if config.n_trials is not None else "-"
+    print(f"study {result['study']}: {text or 'no trials'} ({result['counted']} count toward n_trials={target})")
+    if result.get("interrupted_trials"):
+        print(f"  {result['interrupted_trials']} of the failed trials were interrupted (each is continued, from its "
+              "checkpoint, by a later trial with resumed_from)")
+    best = result.get("best")
+    if best:
+        print(f"best: {best['name']} seed {best['seed']} (trial #{best['number']}) val_error {best['val_error']:.2f}%")
+    else:
+        print("best: no full-fidelity COMPLETE trial yet")
+    if result.get("continued"):
+        print(f"continued interrupted trials {result['continued']} from their checkpoints")
+    print(f"results: {result['storage']} (Optuna); checkpoints in {result['run_dir']}/trials; "
+          f"Ray logs in {result['ray_dir']}")
+    print(f"inspect: archsearch dashboard {config.path}")
+    if result.get("session_interrupted"):
+        print(f"interrupted: continue with `archsearch run {config.path} --resume`", file=sys.stderr)

@@ -1,0 +1,461 @@
+"""Study files (`studies/*.yaml`): one pydantic schema, `--set` overrides, resolved paths, the plan.
+
+    name: tiny                       # study name in the storage; results go to runs/<name>/ (CWD)
+    storage: null                    # null: sqlite runs/<name>/study.db; or any SQLAlchemy URL
+                                     # (postgresql://...), or journal:PATH (Optuna journal file)
+    space: ../search_spaces/x.yaml   # relative to this file, else to the working directory;
+                                     # or the space itself, inline (a mapping)
+    sampler: tpe                     # tpe | random | grid (every grid point, enqueued) | nsga2
+    objectives: [val_error]          # nsga2 default [val_error, macs]; the first one is ASHA's
+    n_trials: 12                     # (architecture, seed) trials that end COMPLETE or PRUNED
+    time_budget: 2h                  # no trial starts after it (running ones finish); or seconds
+    seeds: 1                         # seeds per architecture (train.seed, +1, ...) or a list
+    asha: {max_epochs: 3, grace_period: 1, reduction_factor: 3}   # or null: no early stopping
+    resources: {cpus: 1, gpus: 0.5, max_concurrent: null}           # per trial
+    data: null                       # dataset archive/folder; null: ARCHSEARCH_DATA
+    train: {epochs: 3, subset: 512, val_size: 256, batch_size: 64}  # archsearch.train.TrainConfig
+    evaluate_test: false             # also record test_error of finished trials
+    sampler_seed: 0                  # the sampler's seed (null: random)
+    max_failed_trials: null          # stop starting trials after this many failures (default
+                                     # max(3, n_trials)); "interrupted" ones do not count
+    description: ""                  # free text, stored with the study
+
+`archsearch run STUDY.yaml --set a.b.c=VALUE` overrides any key (VALUE parsed as YAML). Semantics:
+- One trial = one (architecture, seed). A newly sampled architecture enqueues its other seeds at once
+  (`study.enqueue_trial`), so they run next and ASHA compares like with like. When the sampler
+  proposes an architecture that already has trials, it gets the next unused seed (`extra_seed`):
+  an (architecture, seed) pair is never trained twice. The grid runs each distinct architecture once
+  per seed (a failed grid point is not retried).
+- `n_trials` counts COMPLETE + PRUNED trials across all sessions of the study; FAIL ones are replaced.
+- `time_budget` applies to each `archsearch run` invocation: no trial starts after it.
+- ASHA's `max_epochs` is the training length (`train.epochs`); there is no rung at the last epoch.
+
+Every error is a `ConfigError` "FILE: KEY: reason" raised before anything is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from archsearch.errors import ConfigError
+
+RUNS_DIR = "runs"
+OBJECTIVES = ("val_error", "macs", "params")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
+
+
+def parse_duration(value: Any) -> float:
+    """3600, "90m", "1h30m", "2h", "45s" → seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected seconds or a duration such as 2h or 90m, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        parts = _DURATION_RE.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"expected seconds or a duration such as 2h or 90m, got {value!r}")
+        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if not seconds > 0:
+        raise ValueError(f"a time budget must be positive, got {value!r}")
+    return seconds
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AshaConfig(_Strict):
+    """Ray's ASHAScheduler on the `epoch` axis; `max_epochs` defaults to `train.epochs`."""
+
+    max_epochs: int | None = Field(None, ge=1)
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(3, gt=1)
+
+
+class Resources(_Strict):
+    """Per trial: CPU cores (also torch threads) and a GPU share; one trial trains on one device."""
+
+    cpus: float = Field(1, gt=0)
+    gpus: float = Field(0, ge=0, le=1)
+    max_concurrent: int | None = Field(None, ge=1)
+
+    @field_validator("gpus")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if 0 < v < 1 and abs(round(1 / v) - 1 / v) > 1e-6:
+            raise ValueError(f"a GPU share must divide one GPU evenly (1/2, 1/3, 1/4, ...), got {v}")
+        return v
+
+
+class StudyConfig(_Strict):
+    """A study file, validated; paths are resolved by `load_study` (see the module docstring)."""
+
+    name: str
+    description: str = ""
+    storage: str | None = None
+    space: str | dict[str, Any]
+    sampler: Literal["tpe", "random", "grid", "nsga2"] = "tpe"
+    sampler_seed: int | None = 0
+    objectives: list[Literal["val_error", "macs", "params"]] | None = None
+    n_trials: int | None = Field(None, ge=1)
+    time_budget: float | None = None
+    seeds: int | list[int] = 1
+    asha: AshaConfig | None = Field(default_factory=AshaConfig)
+    resources: Resources = Field(default_factory=Resources)
+    data: str | None = None
+    train: dict[str, Any] = Field(default_factory=dict)
+    evaluate_test: bool = False
+    max_failed_trials: int | None = Field(None, ge=0)
+
+    _path: Path = PrivateAttr(default=Path("study.yaml"))
+    _cwd: Path = PrivateAttr(default=Path("."))
+    _train: Any = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("letters, digits, '_', '.', '-' only (it names the folder runs/<name>/)")
+        return v
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float | None:
+        return None if v is None else parse_duration(v)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: int | list[int]) -> int | list[int]:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("at least one seed per architecture")
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("a non-empty list of distinct seeds")
+        return v
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        scheme = v.split(":", 1)[0].split("+", 1)[0].lower() if ":" in v else ""
+        if ":memory:" in v:
+            raise ValueError("an in-memory database keeps nothing: give a file or a server")
+        if scheme not in _STORAGE_SCHEMES:
+            raise ValueError("expected sqlite:///FILE, postgresql://..., mysql://... or journal:FILE, "
+                             f"got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> StudyConfig:
+        objectives = self.objective_names
+        if objectives[0] != "val_error":
+            raise ValueError("objectives: the first objective is val_error (ASHA ranks trials by it)")
+        if len(set(objectives)) != len(objectives):
+            raise ValueError("objectives: each objective once")
+        if self.sampler == "nsga2" and len(objectives) < 2:
+            raise ValueError("objectives: nsga2 is multi-objective: give at least two (e.g. [val_error, macs])")
+        if self.n_trials is None and self.time_budget is None and self.sampler != "grid":
+            raise ValueError("n_trials: give n_trials and/or time_budget (a grid study may omit both)")
+        if self.asha is not None and self.asha.max_epochs is not None and self.asha.grace_period > self.asha.max_epochs:
+            raise ValueError("asha.grace_period: larger than asha.max_epochs")
+        return self
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def path(self) -> Path:
+        """The study file (absolute)."""
+        return self._path
+
+    @property
+    def objective_names(self) -> list[str]:
+        if self.objectives:
+            return list(self.objectives)
+        return ["val_error", "macs"] if self.sampler == "nsga2" else ["val_error"]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objective_names) > 1
+
+    @property
+    def train_config(self) -> Any:
+        """The `archsearch.train.TrainConfig` every trial uses (seed set per trial)."""
+        return self._train
+
+    @property
+    def max_epochs(self) -> int:
+        return int(self._train.epochs)
+
+    @property
+    def seed_list(self) -> list[int]:
+        if isinstance(self.seeds, list):
+            return list(self.seeds)
+        return [int(self._train.seed) + i for i in range(self.seeds)]
+
+    @property
+    def run_dir(self) -> Path:
+        """runs/<name>/ under the working directory `archsearch run` was started in."""
+        return self._cwd / RUNS_DIR / self.name
+
+    @property
+    def space_path(self) -> Path | None:
+        """The search-space file, or None for a space written inline in the study file."""
+        if isinstance(self.space, dict):
+            return None
+        return _resolve_path(self.space, self._path, self._cwd)
+
+    @property
+    def data_path(self) -> str | None:
+        """The dataset the trials load: the `data` key resolved, else ARCHSEARCH_DATA, else None."""
+        if self.data is not None:
+            return str(_resolve_path(self.data, self._path, self._cwd))
+        return os.environ.get("ARCHSEARCH_DATA") or None
+
+    @property
+    def storage_url(self) -> str:
+        """The storage as a URL with absolute file paths (sqlite:////abs/..., journal:/abs/...)."""
+        if self.storage is None:
+            return f"sqlite:///{self.run_dir / 'study.db'}"
+        url = self.storage
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+            return "sqlite:///" + str((self._cwd / url[len("sqlite:///"):]).resolve())
+        if url.startswith("journal:"):
+            rest = url[len("journal:"):]
+            rest = rest[2:] if rest.startswith("//") else rest  # journal:///abs and journal://rel
+            return "journal:" + str((self._cwd / rest).resolve())
+        return url
+
+    def train_fingerprint(self) -> str:
+        """Hash of everything that decides how a trial trains (minus its seed and run-time knobs)."""
+        data = self._train.model_dump(mode="json")
+        for key in ("seed", "threads", "compile", "eval_batch_size", "latency"):
+            data.pop(key, None)
+        data["data"] = Path(self.data_path).name if self.data_path else None
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The resolved study as plain JSON (stored in the study's user attributes)."""
+        data = self.model_dump(mode="json")
+        data["train"] = self._train.model_dump(mode="json")
+        data["objectives"] = self.objective_names
+        data["seeds"] = self.seed_list
+        data["study_file"] = str(self._path)
+        return data
+
+
+def _resolve_path(value: str, study_file: Path, cwd: Path) -> Path:
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return p
+    beside = (study_file.parent / p).resolve()
+    return beside if beside.exists() else (cwd / p).resolve()
+
+
+# ---------------------------------------------------------------------------------- loading
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], where: str) -> dict[str, Any]:
+    """`a.b.c=value` (value parsed as YAML) into nested dicts; bad syntax → ConfigError."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"{where}: --set {item}: expected KEY.PATH=VALUE (value parsed as YAML)")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: {key}: --set value is not YAML: {_first_line(exc)}") from None
+        node = data
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{where}: {'.'.join(parts[: i + 1])}: is not a mapping, cannot set {key}")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_study(path: str | os.PathLike, overrides: list[str] | None = None, *,
+               n_trials: int | None = None) -> StudyConfig:
+    """Read and validate a study file with `--set` overrides; errors → ConfigError naming file and key."""
+    from archsearch.train import TrainConfig
+
+    file = Path(path).expanduser()
+    where = str(path)
+    if not file.is_file():
+        raise ConfigError(f"{where}: no such study file")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}" if mark else "yaml"
+        reason = getattr(exc, "problem", None) or _first_line(exc)
+        raise ConfigError(f"{where}: {line}: invalid YAML: {reason}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a study file is a mapping of keys (name, space, sampler, ...)")
+    data = apply_overrides(data, list(overrides or []), where)
+    if n_trials is not None:
+        data["n_trials"] = n_trials
+    data.setdefault("name", file.stem)
+    if not isinstance(data.get("train", {}), dict):
+        raise ConfigError(f"{where}: train: expected a mapping of training settings")
+    train = dict(data.get("train") or {})
+    asha = data.get("asha")
+    if isinstance(asha, dict) and asha.get("max_epochs") is not None:
+        if train.get("epochs") is not None and train["epochs"] != asha["max_epochs"]:
+            raise ConfigError(f"{where}: asha.max_epochs: {asha['max_epochs']} differs from train.epochs "
+                              f"{train['epochs']} (give one, or the same)")
+        train["epochs"] = asha["max_epochs"]
+    try:
+        config = StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_message(where, exc)) from None
+    try:
+        train_config = TrainConfig.model_validate(train)
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_message(where, exc, prefix="train")) from None
+    config._path = file.resolve()
+    config._cwd = Path.cwd().resolve()
+    config._train = train_config
+    if config.asha is not None and config.asha.grace_period > train_config.epochs:
+        raise ConfigError(f"{where}: asha.grace_period: {config.asha.grace_period} is more than the "
+                          f"{train_config.epochs} epochs a trial trains")
+    if train_config.val_size < 1:
+        raise ConfigError(f"{where}: train.val_size: a study needs a validation split (ASHA and Optuna rank by it)")
+    if config.space_path is not None and not config.space_path.is_file():
+        raise ConfigError(f"{where}: space: no such search-space file {config.space!r} (looked beside the "
+                          f"study file and in {config._cwd})")
+    if config.data is not None and not Path(config.data_path).exists():
+        raise ConfigError(f"{where}: data: no such dataset archive or folder {config.data!r}")
+    return config
+
+
+def _pydantic_message(where: str, exc: ValidationError, prefix: str = "") -> str:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal[", "int", "list["))]
+    key = ".".join(([prefix] if prefix else []) + loc) or prefix or "study"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if ": " in msg and msg.split(": ", 1)[0].split(".")[0] in StudyConfig.model_fields:  # a check naming its key
+        key, msg = msg.split(": ", 1)
+    value = err.get("input")
+    if err["type"] not in ("missing", "extra_forbidden") and not isinstance(value, dict) and value is not None:
+        msg += f" (got {value!r})"
+    return f"{where}: {key}: {msg}"
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------- the plan
+
+
+def asha_rungs(max_epochs: int, grace_period: int, reduction_factor: float) -> list[int]:
+    """Epochs at which ASHA compares trials (Ray's single bracket: grace · rf^k ≤ max_epochs)."""
+    rungs, k = [], 0
+    while True:
+        m = grace_period * reduction_factor**k
+        if m > max_epochs + 1e-9:
+            break
+        rungs.append(int(math.ceil(m - 1e-9)))
+        k += 1
+    return rungs
+
+
+def expected_epochs(max_epochs: int, rungs: list[int], reduction_factor: float) -> float:
+    """Epochs one trial trains on average if ASHA keeps the top 1/rf at each rung (an estimate)."""
+    if not rungs:
+        return float(max_epochs)
+    total, alive, last = 0.0, 1.0, 0
+    for r in rungs:
+        total += alive * (r - last)
+        alive /= reduction_factor
+        last = r
+    if last < max_epochs:
+        total += alive * (max_epochs - last)
+    return total
+
+
+def describe_plan(config: StudyConfig, space: Any, existing: str | None = None, sample_size: int = 12) -> list[str]:
+    """The `--dry-run` text: candidates (or a sample), budgets, epochs, and the work's upper bound."""
+    from collections import Counter
+
+    from archsearch.space import grid
+
+    points = grid(space)
+    seeds = config.seed_list
+    lines = [f"study {config.name}  ({config.path})"]
+    lines.append(f"  storage        {_redact(config.storage_url)}" + (f"  [{existing}]" if existing else "  [new]"))
+    lines.append(f"  results        {config.run_dir}/")
+    space_name = config.space_path if config.space_path is not None else "inline"
+    distinct = len({p.name for p in points})
+    same = f" ({distinct} distinct architectures: duplicates run once)" if distinct < len(points) else ""
+    lines.append(f"  space          {space_name}: {len(points)} candidates{same}")
+    by_budget = Counter(getattr(p, "budget", "") or "-" for p in points)
+    for label, n in sorted(by_budget.items()):
+        members = [p for p in points if (getattr(p, "budget", "") or "-") == label]
+        params = [p.params for p in members]
+        lines.append(f"    budget {label}: {n} candidates, params {min(params):,}–{max(params):,}")
+    shown = points if len(points) <= sample_size else points[:: max(1, len(points) // sample_size)][:sample_size]
+    title = "candidates" if len(shown) == len(points) else f"a sample of {len(shown)} candidates"
+    lines.append(f"  {title}:")
+    for p in shown:
+        lines.append(f"    {p.name:32s} params {p.params:>11,}  MACs {p.macs:>14,}  budget {p.budget or '-'}")
+    objectives = ", ".join(config.objective_names)
+    lines.append(f"  sampler        {config.sampler} (seed {config.sampler_seed}); objectives: {objectives}")
+    lines.append(f"  seeds          {seeds} per architecture (enqueued together)")
+    if config.sampler == "grid":
+        n_points = distinct if config.n_trials is None else min(distinct, -(-config.n_trials // len(seeds)))
+        n_trials = n_points * len(seeds)
+        lines.append(f"  trials         {n_trials} (grid: {n_points} points x {len(seeds)} seeds)")
+    else:
+        n_trials = config.n_trials
+        lines.append(f"  trials         {n_trials if n_trials is not None else 'until the time budget'}"
+                     " (COMPLETE + PRUNED count)")
+    if config.time_budget:
+        lines.append(f"  time budget    {config.time_budget:.0f} s (no trial starts after it)")
+    E = config.max_epochs
+    lines.append(f"  epochs         at most {E} per trial; schedule {config.train_config.schedule}, "
+                 f"batch {config.train_config.batch_size}, subset {config.train_config.subset or 'all'}, "
+                 f"val_size {config.train_config.val_size}")
+    if config.asha is not None:
+        rungs = [r for r in asha_rungs(E, config.asha.grace_period, config.asha.reduction_factor) if r < E]
+        est = expected_epochs(E, rungs, config.asha.reduction_factor)
+        lines.append(f"  ASHA           rungs at epochs {rungs or '-'} (keep top 1/{config.asha.reduction_factor:g}); "
+                     f"about {est:.1f} epochs per trial")
+    else:
+        lines.append("  ASHA           off: every trial trains all epochs")
+    if n_trials is not None:
+        lines.append(f"  upper bound    {n_trials} trials x {E} epochs = {n_trials * E} trial-epochs")
+    r = config.resources
+    lines.append(f"  per trial      {r.cpus:g} CPU, {r.gpus:g} GPU"
+                 + (f", at most {r.max_concurrent} at once" if r.max_concurrent else ""))
+    lines.append(f"  data           {config.data_path or config.train_config.dataset + ' (ARCHSEARCH_DATA unset)'}")
+    return lines
+
+
+def _redact(url: str) -> str:
+    from archsearch.storage import redact
+
+    return redact(url)

@@ -1,0 +1,211 @@
+"""The trial trainer on real CIFAR-10: beats chance, replays exactly, resumes exactly, fails by name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from archsearch.errors import ConfigError
+from archsearch.train import (
+    NonFiniteLossError,
+    TrainConfig,
+    TrainingFailure,
+    TrialOutOfMemoryError,
+    load_checkpoint,
+    load_checkpoint_metrics,
+    lr_factor,
+    make_config,
+    measure_latency,
+    train,
+)
+
+# A small net, briefly: 2 epochs on 2,000 images in a few seconds on 2 CPU cores. One thread: on a
+# shared machine two OpenMP threads wait on each other's time slices (4x slower at load 4).
+QUICK = dict(epochs=2, subset=2000, val_size=2000, batch_size=32, lr=0.05, schedule="cosine", latency=False,
+             threads=1)
+TINY = dict(epochs=1, subset=64, val_size=10, batch_size=32, latency=False, threads=1)
+EXACT = ("epoch", "train_loss", "train_error", "val_loss", "val_error", "lr")
+
+
+def _exact(history):
+    return [{k: h[k] for k in EXACT} for h in history]
+
+
+@pytest.fixture(scope="module")
+def run_a(cifar10, tmp_path_factory):
+    """One uninterrupted reference run, checkpointed, with test evaluation and latency."""
+    ckpt = tmp_path_factory.mktemp("run_a")
+    reports = []
+    threads = torch.get_num_threads()
+    result = train("resnet-8", {**QUICK, "latency": True}, data=cifar10, checkpoint_dir=ckpt,
+                   report=lambda e, m: reports.append((e, m)), evaluate_test=True)
+    assert torch.get_num_threads() == threads  # the config's thread count is not left behind
+    return result, reports, ckpt
+
+
+def test_beats_chance(run_a):
+    result, reports, _ = run_a
+    assert result["name"] == "resnet-8" and result["epochs"] == 2
+    assert result["val_error"] <= 80.0, result["history"]  # ≥ 2× chance accuracy (10 classes)
+    assert result["test_error"] <= 80.0
+    assert result["train_images"] == 2000 and result["val_images"] == 2000
+    assert result["train_seconds"] > 0 and result["latency_b1_ms"] > 0 and result["latency_b128_ms"] > 0
+    assert [e for e, _ in reports] == [1, 2]
+    for epoch, m in reports:
+        assert m["epoch"] == epoch and 0 <= m["val_error"] <= 100
+        for key in ("train_loss", "val_loss", "lr", "epoch_seconds", "images_per_s"):
+            assert m[key] > 0 or (key == "lr" and epoch == 2)
+    json.dumps({k: v for k, v in result.items()})  # plain values only
+
+
+def test_checkpoint_holds_history(run_a):
+    result, reports, ckpt = run_a
+    assert load_checkpoint_metrics(ckpt) == [m for _, m in reports] == result["history"]
+    state = load_checkpoint(ckpt)
+    assert state["epoch"] == 2 and not list(ckpt.glob("*.tmp"))
+
+
+def test_same_seed_and_resume_replay_exactly(run_a, cifar10, tmp_path):
+    result_a, _, ckpt_a = run_a
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch, metrics):
+        if epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train("resnet-8", QUICK, data=cifar10, checkpoint_dir=tmp_path, report=stop_after_first)
+    assert load_checkpoint(tmp_path)["epoch"] == 1
+    # same seed → the first epoch is bitwise the reference's
+    assert _exact(load_checkpoint_metrics(tmp_path)) == _exact(result_a["history"][:1])
+    reports = []
+    resumed = train("resnet-8", QUICK, data=cifar10, checkpoint_dir=tmp_path,
+                    report=lambda e, m: reports.append(e))
+    assert reports == [2] and resumed["resumed_from_epoch"] == 1
+    assert _exact(resumed["history"]) == _exact(result_a["history"])
+    final_a, final_b = load_checkpoint(ckpt_a), load_checkpoint(tmp_path)
+    for key, tensor in final_a["model"].items():
+        assert torch.equal(tensor, final_b["model"][key]), key
+
+
+def test_resume_refuses_another_config(run_a, cifar10):
+    _, _, ckpt = run_a
+    with pytest.raises(ConfigError, match="lr"):
+        train("resnet-8", {**QUICK, "lr": 0.1}, data=cifar10, checkpoint_dir=ckpt)
+
+
+def test_diverging_run_raises_named_error(cifar10):
+    config = dict(epochs=1, subset=256, val_size=100, batch_size=32, lr=1e6, latency=False, threads=1)
+    with pytest.raises(NonFiniteLossError, match="epoch 1") as info:
+        train("resnet-8", config, data=cifar10)
+    assert isinstance(info.value, TrainingFailure) and isinstance(info.value, RuntimeError)
+    assert info.value.reason == "non_finite_loss"
+
+
+class _NaNNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 10)
+
+    def forward(self, x):
+        return self.fc(x.mean(dim=(2, 3))) * float("nan")
+
+
+def test_nan_is_caught_after_the_first_step(cifar10):
+    with pytest.raises(NonFiniteLossError, match="step 1$"):
+        train(_NaNNet(), TINY, data=cifar10)
+
+
+def test_oom_becomes_named_error(cifar10, monkeypatch):
+    class Hungry(_NaNNet):
+        def forward(self, x):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 TiB")
+
+    with pytest.raises(TrialOutOfMemoryError, match="out of memory") as info:
+        train(Hungry(), TINY, data=cifar10)
+    assert info.value.reason == "out_of_memory" and isinstance(info.value, TrainingFailure)
+
+
+def test_config_rejects_unknown_and_bad_values():
+    with pytest.raises(ConfigError, match="lr_typo"):
+        make_config({"lr_typo": 1})
+    with pytest.raises(ConfigError, match="milestones"):
+        make_config({"milestones": [0.8, 0.5]})
+    with pytest.raises(ConfigError, match="amp"):
+        make_config({"amp": "fp8"})
+
+
+def test_presets_fill_and_yield():
+    wrn = make_config({"preset": "wrn"})
+    assert (wrn.epochs, wrn.batch_size, wrn.weight_decay, wrn.nesterov, wrn.gamma, wrn.padding) == (
+        200, 128, 5e-4, True, 0.2, "reflect")
+    assert make_config({"preset": "wrn", "dataset": "svhn"}).epochs == 160
+    assert make_config({"preset": "dmrnet", "dataset": "svhn"}).epochs == 40
+    mine = make_config({"preset": "dmrnet", "lr": 0.05})
+    assert mine.lr == 0.05 and mine.batch_size == 64 and mine.milestones == [0.5, 0.75, 0.875]
+    assert make_config(mine, epochs=8).batch_size == 64  # the preset survives an override
+    assert make_config({"preset": "warpnet"}).epochs == 204
+
+
+def _epoch_lrs(config: TrainConfig, steps: int = 10) -> list[float]:
+    return [lr_factor(config, e * steps, steps) for e in range(config.epochs)]
+
+
+def test_step_milestones_scale_with_epochs():
+    full = make_config({"preset": "wrn"})
+    lrs = _epoch_lrs(full)
+    assert [lrs[e] for e in (59, 60, 119, 120, 159, 160)] == pytest.approx([1, 0.2, 0.2, 0.04, 0.04, 0.008])
+    short = _epoch_lrs(make_config({"preset": "wrn", "epochs": 10}))
+    assert short == pytest.approx([1, 1, 1, 0.2, 0.2, 0.2, 0.04, 0.04, 0.008, 0.008])
+    warp = _epoch_lrs(make_config({"preset": "warpnet"}))
+    assert [warp[e] for e in (59, 60, 120, 160)] == pytest.approx([1, 0.1, 0.01, 0.001])
+
+
+def test_warmup_and_cosine():
+    c = make_config({"epochs": 4, "schedule": "cosine", "warmup_epochs": 1})
+    assert lr_factor(c, 0, 10) == pytest.approx(0.1) and lr_factor(c, 9, 10) == pytest.approx(1.0)
+    assert lr_factor(c, 10, 10) == pytest.approx(1.0) and lr_factor(c, 39, 10) < 0.01
+
+
+def test_measure_latency():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    lat = measure_latency(model, "cpu", budget_s=0.05)
+    assert set(lat) == {"latency_b1_ms", "latency_b128_ms"} and min(lat.values()) > 0
+    assert model.training  # mode restored
+
+
+def test_cli_trains_and_reports_json(cifar10, tmp_path, capsys, monkeypatch):
+    from archsearch.cli import main
+
+    spec = tmp_path / "arch.yaml"
+    spec.write_text("name: resnet-8\n")
+    monkeypatch.setenv("ARCHSEARCH_DATA", cifar10.source)
+    argv = ["train", str(spec), "--epochs", "1", "--subset", "256", "--val-size", "200", "--batch-size", "64",
+            "--threads", "1", "--out", str(tmp_path / "out"), "--json"]
+    assert main(argv) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = json.loads(line)
+    assert summary["name"] == "resnet-8" and summary["epochs"] == 1 and "history" not in summary
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["spec"]["units"] == [1, 1, 1] and len(saved["history"]) == 1
+    assert (tmp_path / "out" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "resnet-7"], "resnet"),
+    (["train", "resnet-8", "--data", "mnist"], "unknown dataset"),
+    (["train", "missing.yaml"], "missing.yaml"),
+    (["train", "resnet-8", "--epochs", "0"], "epochs"),
+    (["train", "resnet-8", "--device", "tpu9"], "device"),
+])
+def test_cli_bad_input_is_one_line(argv, message, capsys):
+    from archsearch.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
