@@ -15,6 +15,8 @@
     data: null                       # dataset archive/folder; null: ARCHSEARCH_DATA
     train: {epochs: 3, subset: 512, val_size: 256, batch_size: 64}  # archsearch.train.TrainConfig
     evaluate_test: false             # also record test_error of finished trials
+    report: true                     # write runs/<name>/report/ at the end of the run
+    export_top: 1                    # export the N best architectures to runs/<name>/export/
     sampler_seed: 0                  # the sampler's seed (null: random)
     max_failed_trials: null          # stop starting trials after this many failures (default
                                      # max(3, n_trials)); "interrupted" ones do not count
@@ -119,6 +121,8 @@ class StudyConfig(_Strict):
     train: dict[str, Any] = Field(default_factory=dict)
     evaluate_test: bool = False
     max_failed_trials: int | None = Field(None, ge=0)
+    report: bool = True  # write runs/<name>/report/ when the run ends
+    export_top: int = Field(1, ge=0)  # export the N best architectures to runs/<name>/export/ (0: none)
 
     _path: Path = PrivateAttr(default=Path("study.yaml"))
     _cwd: Path = PrivateAttr(default=Path("."))

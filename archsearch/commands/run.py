@@ -36,7 +36,36 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_study(config, resume=args.resume, address=args.address)
     _print_summary(config, result)
-    return 130 if result.get("session_interrupted") else 0
+    if result.get("session_interrupted"):
+        return 130
+    _finish(config)
+    return 0
+
+
+def _finish(config) -> None:  # noqa: ANN001 - a StudyConfig
+    """The answers and the winners, where a researcher expects them when the run ends."""
+    if not (config.report or config.export_top):
+        return
+    import optuna
+
+    from archsearch.storage import open_storage
+
+    study = optuna.load_study(study_name=config.name, storage=open_storage(config.storage_url, create=False))
+    if config.report:
+        from archsearch.report import write_report
+
+        path = write_report(study, config.run_dir / "report", artifact_dir=config.run_dir / "artifacts")
+        print(f"report: {path}")
+    if config.export_top:
+        from archsearch.export import ExportError, export_study
+
+        try:
+            exported = export_study(config.storage_url, config.name, config.run_dir / "export", top=config.export_top)
+        except ExportError as exc:  # e.g. no full-fidelity trial finished: say so, the study itself is fine
+            print(f"export: nothing exported ({exc})")
+            return
+        for item in exported:
+            print(f"exported: {item.name} -> {item.code}" + (f" (weights {item.weights})" if item.weights else ""))
 
 
 def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
