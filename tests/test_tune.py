@@ -593,3 +593,35 @@ def test_postgresql_storage(tmp_path: Path) -> None:
         assert storage.get_study_system_attrs(study._study_id)["archsearch:driver"]["state"] == "finished"
     finally:
         server.cleanup()
+
+
+def test_tiny_study_ends_with_report_and_exported_code(tiny_run: TinyRun) -> None:
+    """End to end on real CIFAR-10: run -> report (attached to the study) -> standalone export."""
+    assert tiny_run.rc == 0, tiny_run.out[-4000:]
+    run_dir = tiny_run.dir / "runs" / "tiny"
+    report = run_dir / "report" / "report.md"
+    assert f"report: {report}" in tiny_run.out
+    text = report.read_text()
+    assert "## Answers" in text and "Trials by architecture" in text
+    assert list((run_dir / "report" / "figures").glob("*.png"))
+    study = load(tiny_run.url, "tiny")
+    assert study.user_attrs["report_path"] == str(report)
+    exported = sorted((run_dir / "export").glob("*.py"))
+    assert len(exported) == 1 and "exported: " in tiny_run.out
+    best = min((t for t in study.get_trials(deepcopy=False)
+                if t.state.name == "COMPLETE" and t.user_attrs.get("full_fidelity")), key=lambda t: t.value)
+    source = exported[0].read_text()
+    assert best.user_attrs["name"] in source and "import archsearch" not in source
+    weights = exported[0].with_name(best.user_attrs["name"] + ".pt")
+    assert weights.exists()
+    # the exported file rebuilds the trained network in a process that cannot import archsearch
+    import torch
+
+    site_packages = str(Path(torch.__file__).resolve().parents[1])  # no .pth hook: no editable archsearch
+    probe = (f"import sys; sys.path += [{site_packages!r}, {str(exported[0].parent)!r}]; import torch; "
+             f"import importlib.util as u; assert u.find_spec('archsearch') is None; "
+             f"m = __import__({exported[0].stem!r}).build_model(); "
+             f"m.load_state_dict(torch.load({str(weights)!r}), strict=True); m.eval(); "
+             f"print(tuple(m(torch.zeros(1, 3, 32, 32)).shape))")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0 and out.stdout.strip() == "(1, 10)", out.stderr[-2000:]
