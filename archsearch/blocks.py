@@ -42,6 +42,15 @@ def conv(in_c: int, out_c: int, kernel: int, stride: int = 1) -> nn.Conv2d:
 
 
 # ------------------------------------------------------------------ residual functions
+def conv_plan(in_c: int, out_c: int, stride: int, kernels: tuple[int, ...],
+              bottleneck: bool) -> list[tuple[int, int, int, int]]:
+    """(kernel, in, out, stride) of a function's convolutions; the stride sits on the first conv
+    (bottleneck: on the 3x3, whose 1x1 expansion gives 4x the width)."""
+    if bottleneck:
+        return [(1, in_c, out_c, 1), (3, out_c, out_c, stride), (1, out_c, 4 * out_c, 1)]
+    return [(k, in_c if i == 0 else out_c, out_c, stride if i == 0 else 1) for i, k in enumerate(kernels)]
+
+
 def preact_function(in_c: int, out_c: int, stride: int, kernels: tuple[int, ...], bottleneck: bool,
                     dropout: float, owns_preact: bool) -> nn.Sequential:
     """BN-ReLU-conv (-BN-ReLU-[dropout]-conv)*: the pre-activation function (WRN's B(...)).
@@ -49,12 +58,8 @@ def preact_function(in_c: int, out_c: int, stride: int, kernels: tuple[int, ...]
     `owns_preact=False` in the first unit of a stage, whose leading BN-ReLU is shared by the
     shortcut and all k functions. Bottleneck: 1x1 (in->c), 3x3 (c->c, stride), 1x1 (c->4c).
     """
-    if bottleneck:
-        plan = [(1, in_c, out_c, 1), (3, out_c, out_c, stride), (1, out_c, 4 * out_c, 1)]
-    else:
-        plan = [(k, in_c if i == 0 else out_c, out_c, stride if i == 0 else 1) for i, k in enumerate(kernels)]
     layers: list[nn.Module] = []
-    for i, (k, ci, co, s) in enumerate(plan):
+    for i, (k, ci, co, s) in enumerate(conv_plan(in_c, out_c, stride, kernels, bottleneck)):
         if i > 0 or owns_preact:
             layers += [nn.BatchNorm2d(ci), nn.ReLU(inplace=False)]
             if i > 0 and dropout:
@@ -67,12 +72,8 @@ def post_function(in_c: int, out_c: int, stride: int, kernels: tuple[int, ...], 
                   dropout: float, owns_preact: bool = True) -> nn.Sequential:
     """conv-BN(-ReLU-[dropout]-conv-BN)*: the post-activation branch H of the fusion family."""
     del owns_preact
-    if bottleneck:
-        plan = [(1, in_c, out_c, 1), (3, out_c, out_c, stride), (1, out_c, 4 * out_c, 1)]
-    else:
-        plan = [(k, in_c if i == 0 else out_c, out_c, stride if i == 0 else 1) for i, k in enumerate(kernels)]
     layers: list[nn.Module] = []
-    for i, (k, ci, co, s) in enumerate(plan):
+    for i, (k, ci, co, s) in enumerate(conv_plan(in_c, out_c, stride, kernels, bottleneck)):
         if i > 0:
             layers.append(nn.ReLU(inplace=False))
             if dropout:
