@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -13,8 +13,6 @@ from optuna.trial import TrialState, create_trial
 from optuna_dashboard import get_note
 
 from archsearch.cli import main
-from archsearch.commands.report import _fallback_location
-from archsearch.errors import ConfigError
 from archsearch.report import write_report
 
 CANDIDATES = [  # name, family, depth, k, true error, budget, width
@@ -106,7 +104,6 @@ def test_cli_storage_form(study_db, tmp_path, capsys):
 
 def test_cli_study_file_form_defaults_to_runs_dir(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setitem(sys.modules, "archsearch.config", None)  # exercise the minimal fallback reader
     (tmp_path / "runs" / "tiny").mkdir(parents=True)
     synthetic_study("sqlite:///runs/tiny/study.db", name="tiny", seeds=2)
     (tmp_path / "tiny.yaml").write_text("name: tiny\nspace: whatever.yaml\n")
@@ -115,15 +112,13 @@ def test_cli_study_file_form_defaults_to_runs_dir(tmp_path, monkeypatch, capsys)
     assert (tmp_path / "runs" / "tiny" / "artifacts").is_dir()
 
 
-def test_study_file_goes_through_the_config_loader_when_there_is_one(tmp_path, monkeypatch):
-    from types import ModuleType, SimpleNamespace
-
+def test_study_file_is_read_by_the_study_loader(tmp_path, monkeypatch):
     from archsearch.commands.report import study_file_location
 
-    fake = ModuleType("archsearch.config")
-    fake.load_study_config = lambda path: SimpleNamespace(name="cfg", storage_url=lambda: f"sqlite:///{path}.db")
-    monkeypatch.setitem(sys.modules, "archsearch.config", fake)
-    assert study_file_location(tmp_path / "s.yaml") == ("cfg", f"sqlite:///{tmp_path / 's.yaml'}.db")
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    name, url = study_file_location(root / "studies" / "quickstart.yaml")
+    assert name == "quickstart" and url == f"sqlite:///{tmp_path / 'runs' / 'quickstart' / 'study.db'}"
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -132,14 +127,3 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "no study database" in err
     assert main(["report"]) == 2
     assert "--storage" in capsys.readouterr().err
-
-
-def test_study_file_fallback_reader(tmp_path):
-    f = tmp_path / "s.yaml"
-    f.write_text("name: abc\nstorage: postgresql://u@h/db\n")
-    assert _fallback_location(f) == ("abc", "postgresql://u@h/db")
-    f.write_text("storage: sqlite:///x.db\n")
-    with pytest.raises(ConfigError, match="key 'name'"):
-        _fallback_location(f)
-    with pytest.raises(ConfigError, match="no such study file"):
-        _fallback_location(tmp_path / "missing.yaml")

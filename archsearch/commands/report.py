@@ -3,9 +3,7 @@
     archsearch report STUDY.yaml [--out DIR]
     archsearch report --storage URL --study NAME [--out DIR]
 
-The study file is read with `archsearch.config.load_study_config` when that module exists. Until
-then (fallback) only its `name` and `storage` keys are read, `storage` defaulting to
-`sqlite:///runs/<name>/study.db` as the study runner writes it.
+The study file is read with `archsearch.study.load_study` (its name and storage URL).
 """
 
 from __future__ import annotations
@@ -59,35 +57,10 @@ def study_location(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def study_file_location(path: Path) -> tuple[str, str]:
-    """Name and storage URL of a study file (config loader if present, else the minimal fallback)."""
-    try:
-        from archsearch.config import load_study_config
-    except ImportError as exc:  # no config module yet, or no loader in it: the minimal fallback
-        if exc.name != "archsearch.config":
-            raise
-        return _fallback_location(path)
-    cfg = load_study_config(path)
-    return cfg.name, cfg.storage_url()
+    """Name and storage URL of a study file (the same reading `archsearch export` uses)."""
+    from archsearch.export import study_location
 
-
-def _fallback_location(path: Path) -> tuple[str, str]:
-    import yaml
-
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such study file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a study file is a mapping of keys")
-    name = data.get("name")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"{path}: key 'name': missing or not a string")
-    storage = data.get("storage", f"sqlite:///runs/{name}/study.db")
-    if not isinstance(storage, str) or not storage:
-        raise ConfigError(f"{path}: key 'storage': not a storage URL string")
-    return name, storage
+    return study_location(path)
 
 
 def load_study(name: str, storage: str) -> optuna.Study:
@@ -99,7 +72,9 @@ def load_study(name: str, storage: str) -> optuna.Study:
         db = Path(storage[len("sqlite:///"):])
         if not db.is_file():
             raise ConfigError(f"no study database at {db}")
+    from archsearch.storage import open_storage
+
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        return optuna.load_study(study_name=name, storage=open_storage(storage, create=False))
     except KeyError:
         raise ConfigError(f"no study named {name!r} in {storage}") from None
