@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-CIFAR10_ARCHIVE = "/work/shared/data/cifar10-jpg.tar.gz"
+CIFAR10_ARCHIVE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz")  # ../shared
 
 
 @pytest.fixture(scope="session", autouse=True)
