@@ -1,0 +1,540 @@
+"""What an answer costs: the n₀ question by exhaustive grid vs by ASHA, at reduced fidelity.
+
+The Multi-ResNet paper's effective-range question (past which depth do k > 1 residual functions beat
+more depth at an equal budget?) is asked at toy scale on real CIFAR-10: a plain resnet-50 (widths
+16/16/32, 0.22M params) against Multi-ResNets of depth 8 / 14 / 20 / 26 with k = 8 / 4 / 3 / 2 and
+stage widths fitted onto the same count (search_spaces/answer_cost.yaml), 3 seeds each, 12 epochs on
+1,000 training images. Two studies run in one invocation, with the same candidates, seeds, schedule
+and data split (studies/answer_cost_grid.yaml, studies/answer_cost_asha.yaml):
+
+  (a) grid: every candidate x seed trains all epochs (`sampler: grid`, `asha: null`);
+  (b) ASHA: the same trials under ASHA (grace 1, reduction factor 3: rungs at epochs 1, 3, 9).
+
+Reported: n₀ with its bootstrap interval and the per-depth sign of Δ = err(multi) − err(plain),
+the epochs each study trained (Σ over trials of the epochs reached), the ratio ASHA / grid (target
+≤ 1/4 with the same answer), and the wall time of each `run_study` call.
+
+How the ASHA study's answer is derived (archsearch.analysis feeds answers with full-fidelity trials
+only, and under ASHA most trials never finish):
+  (i)  "survivors": `archsearch.analysis.n0_analysis` on the ASHA study as it is, i.e. on the trials
+       that ASHA let finish. Usually insufficient or built on one seed of a few candidates.
+  (ii) "matched fidelity" (labelled as a multi-fidelity estimate): for each depth d, the multi
+       candidate and the plain reference are compared at e_d, the highest epoch that EVERY seed of
+       both reached (so each mean is over the same, unselected set of seeds; comparing only the seeds
+       ASHA promoted would favour lucky seeds). Δ(d) and its interval use analysis' bootstrap
+       (`bootstrap_means`, `interval` with the t-widening, `crossing_depth`), with n₀ interpolated
+       across depths whose e_d may differ. A survivor-selected variant (highest epoch where both have
+       at least one trial, means over whichever seeds got there) is reported beside it as a
+       diagnostic, marked biased.
+Whether low rungs can be trusted is read off the grid: `archsearch.analysis.fidelity_check` (rank
+correlation of each rung's error with the final error) and the grid's own Δ signs at each rung epoch.
+Training is deterministic on CPU, so an ASHA trial's per-epoch errors equal the grid trial's with the
+same (architecture, seed); the benchmark checks that and reports the largest difference.
+
+    ARCHSEARCH_DATA=/work/shared/data/cifar10-jpg.tar.gz python benchmarks/answer_cost.py
+    ARCHSEARCH_DATA=... python benchmarks/answer_cost.py --quick    # smoke run (tiny, ~3 min)
+
+Results: benchmarks/results/answer_cost.{json,md} (with --quick: <workdir>/answer_cost_quick.*).
+The studies are kept under --workdir (default: a new directory under the system temp dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+STUDIES = {"grid": ROOT / "studies" / "answer_cost_grid.yaml", "asha": ROOT / "studies" / "answer_cost_asha.yaml"}
+SEED = 0  # bootstrap seed of every interval (training seeds are the studies' [0, 1, 2])
+TARGET_RATIO = 0.25
+QUICK = ["train.epochs=3", "train.subset=128", "train.val_size=128", "train.batch_size=32", "seeds=[0, 1]"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 epochs, 128 images, 2 seeds")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where runs/<study>/ go (must not hold these studies yet); default: a new temp dir")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output path without suffix (default benchmarks/results/answer_cost)")
+    parser.add_argument("--seed", type=int, default=SEED, help="bootstrap seed of the analysis")
+    parser.add_argument("--n-boot", type=int, default=2000)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of both study files (YAML value), e.g. train.subset=2000")
+    args = parser.parse_args(argv)
+
+    import optuna
+
+    from archsearch.analysis import load_records
+    from archsearch.study import load_study
+    from archsearch.tune import run_study
+
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="archsearch-answer-cost-"))).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = args.out or (workdir / "answer_cost_quick" if args.quick else HERE / "results" / "answer_cost")
+    out = out.resolve()
+    overrides = (QUICK if args.quick else []) + args.overrides
+    cwd = os.getcwd()
+    runs: dict[str, dict[str, Any]] = {}
+    records: dict[str, list] = {}
+    configs = {}
+    os.chdir(workdir)  # runs/<study>/ is relative to the working directory
+    try:
+        for key, path in STUDIES.items():
+            extra = [f"name=answer_cost_{key}" + ("_quick" if args.quick else "")]
+            epochs = [o.split("=", 1)[1] for o in overrides if o.replace(" ", "").startswith("train.epochs=")]
+            if key == "asha" and epochs:  # the ASHA study's max_epochs follows train.epochs
+                extra.append(f"asha.max_epochs={epochs[-1]}")
+            configs[key] = load_study(path, overrides + extra)
+        prewarm = prewarm_branch_strategies(configs["grid"])
+        print(f"branch strategies: {prewarm}", flush=True)
+        for key, config in configs.items():
+            print(f"== {key}: {config.name} ({config.run_dir})", flush=True)
+            load0 = os.getloadavg()[0]
+            keys0 = _strategy_keys()
+            t0 = time.perf_counter()
+            result = run_study(config)
+            wall = time.perf_counter() - t0
+            study = optuna.load_study(study_name=config.name, storage=config.storage_url)
+            records[key] = load_records(study)
+            runs[key] = {"result": result, "wall_seconds": wall, "loadavg_before": load0,
+                         "loadavg_after": os.getloadavg()[0], "strategy_keys_added": len(_strategy_keys() - keys0)}
+            print(f"   {result['counts']}  wall {wall:.0f} s", flush=True)
+    finally:
+        os.chdir(cwd)
+
+    report = build_report(configs, runs, records, seed=args.seed, n_boot=args.n_boot)
+    report["branch_strategy_prewarm"] = prewarm
+    report["workdir"] = str(workdir)
+    report["quick"] = args.quick
+    report["command"] = "python benchmarks/answer_cost.py" + (" --quick" if args.quick else "") + "".join(
+        f" --set {o}" for o in args.overrides)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    md = render_markdown(report)
+    out.with_suffix(".md").write_text(md)
+    print(md)
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}; studies in {workdir}")
+    return 0
+
+
+def prewarm_branch_strategies(config: Any) -> dict[str, Any]:
+    """Fill the `auto` branch-strategy cache for every candidate and batch shape, serially, before any trial.
+
+    `auto` times loop vs grouped execution per (device, threads, input shape) on first use and caches
+    the winner. Two trials that meet a new shape at the same time both time it and may choose
+    differently (last writer wins in the cache file), and the strategies agree only up to float
+    reassociation, which training amplifies. Measuring every shape once here, in one process, makes
+    both studies read the same choices, so an ASHA trial replays its grid twin exactly.
+    """
+    import torch
+
+    from archsearch.network import build
+    from archsearch.space import grid
+    from archsearch.storage import load_space_of
+
+    tc = config.train_config
+    batches = sorted({tc.batch_size, (tc.subset or tc.batch_size) % tc.batch_size} - {0})
+    evals = sorted({min(tc.eval_batch_size, tc.val_size), tc.val_size % tc.eval_batch_size} - {0})
+    threads = torch.get_num_threads()
+    keys0 = _strategy_keys()
+    t0 = time.perf_counter()
+    torch.set_num_threads(max(1, int(config.resources.cpus)))  # trials run with this many threads
+    try:
+        for cand in grid(load_space_of(config)):
+            net = build(cand.spec)
+            net.train()
+            for b in batches:
+                net(torch.randn(b, 3, 32, 32))
+            net.eval()
+            with torch.no_grad():
+                for b in evals:
+                    net(torch.randn(b, 3, 32, 32))
+    finally:
+        torch.set_num_threads(threads)
+    return {"seconds": round(time.perf_counter() - t0, 1), "train_batches": batches, "eval_batches": evals,
+            "keys_added": len(_strategy_keys() - keys0)}
+
+
+def _strategy_keys() -> set[str]:
+    from archsearch.branches import _cache_file
+
+    try:
+        return set(json.loads(_cache_file().read_text()))
+    except (OSError, ValueError):
+        return set()
+
+
+# ----------------------------------------------------------------------------------- analysis
+def build_report(configs: dict, runs: dict, records: dict, *, seed: int, n_boot: int) -> dict[str, Any]:
+    from archsearch.analysis import fidelity_check, n0_analysis
+    from archsearch.study import asha_rungs
+
+    grid_cfg, asha_cfg = configs["grid"], configs["asha"]
+    E = grid_cfg.max_epochs
+    a = asha_cfg.asha
+    rungs = [r for r in asha_rungs(asha_cfg.max_epochs, a.grace_period, a.reduction_factor) if r < asha_cfg.max_epochs]
+    grid_recs, asha_recs = records["grid"], records["asha"]
+
+    studies = {}
+    for key in ("grid", "asha"):
+        recs = records[key]
+        res = runs[key]["result"]
+        studies[key] = {
+            "name": configs[key].name,
+            "counts": res["counts"],
+            "trials": len(recs),
+            "epochs_trained": sum(_reached(r) for r in recs),
+            "epochs_max": len(recs) * configs[key].max_epochs,
+            "wall_seconds": round(runs[key]["wall_seconds"], 1),
+            "fit_seconds": round(res["fit_seconds"], 1),
+            "sum_train_seconds": round(sum(t[1] for t in res["trial_seconds"]), 1),
+            "slots": res["slots"],
+            "loadavg_before_after": [round(runs[key]["loadavg_before"], 2), round(runs[key]["loadavg_after"], 2)],
+            "branch_strategy_keys_added": runs[key]["strategy_keys_added"],
+            "asha": None if configs[key].asha is None else configs[key].asha.model_dump(),
+        }
+    ratio = studies["asha"]["epochs_trained"] / studies["grid"]["epochs_trained"]
+
+    grid_n0 = _one(n0_analysis(grid_recs, seed=seed, n_boot=n_boot))
+    grid_by_epoch = {e: _one(n0_analysis(_at_epoch(grid_recs, e), seed=seed, n_boot=n_boot)) for e in rungs}
+    survivors = n0_analysis(asha_recs, seed=seed, n_boot=n_boot)
+    matched = matched_fidelity_n0(asha_recs, seeds=asha_cfg.seed_list, seed=seed, n_boot=n_boot)
+    biased = survivor_deltas(asha_recs)
+    fidelity = fidelity_check(grid_recs, rungs=rungs, seed=seed, n_boot=n_boot)
+
+    grid_signs = _signs(grid_n0)
+    matched_signs = {p["depth"]: p["delta"] > 0 for p in matched["points"]}
+    same_signs = bool(grid_signs) and grid_signs == matched_signs
+    survivors_one = survivors[0] if survivors else None
+    grid_ci = grid_n0.ci if grid_n0 and grid_n0.ci else None
+    n0_in_ci = (matched["n0"] is not None and grid_ci is not None
+                and _le(grid_ci[0], matched["n0"]) and _le(matched["n0"], grid_ci[1]))
+
+    return {
+        "benchmark": "answer cost: n0 by exhaustive grid vs ASHA (reduced fidelity, CPU)",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+        "question": "n0: the Multi-ResNet depth past which k > 1 functions beat a deeper plain ResNet at equal params",
+        "candidates": _candidates(grid_recs),
+        "train": grid_cfg.train_config.model_dump(mode="json"),
+        "seeds": grid_cfg.seed_list,
+        "max_epochs": E,
+        "asha_rungs": rungs,
+        "bootstrap": {"seed": seed, "n_boot": n_boot, "level": 0.95},
+        "studies": studies,
+        "epochs_ratio_asha_over_grid": round(ratio, 4),
+        "target_ratio": TARGET_RATIO,
+        "ratio_met": ratio <= TARGET_RATIO,
+        "answers": {
+            "grid": _n0_json(grid_n0),
+            "asha_survivors": [_n0_json(r) for r in survivors],
+            "asha_matched_fidelity": matched,
+            "asha_survivor_selected_deltas": biased,
+        },
+        "grid_at_rung_epochs": {str(e): _n0_json(r) for e, r in grid_by_epoch.items()},
+        "fidelity_check": [dataclasses.asdict(f) for f in fidelity],
+        "determinism": determinism(grid_recs, asha_recs),
+        "verdict": {
+            "same_signs_grid_vs_asha_matched": same_signs,
+            "asha_matched_n0_inside_grid_ci": n0_in_ci,
+            "same_status": bool(grid_n0) and grid_n0.status == matched["status"],
+            "asha_survivors_status": survivors_one.status if survivors_one else None,
+            "target_met": same_signs and ratio <= TARGET_RATIO,
+        },
+        "trials": {key: [_trial_json(r) for r in sorted(records[key], key=lambda r: r.number)] for key in records},
+    }
+
+
+def _reached(r: Any) -> int:
+    """Epochs a trial trained: its `epochs` attribute, else its last reported epoch."""
+    if r.epochs is not None:
+        return int(r.epochs)
+    return max(r.intermediate, default=0)
+
+
+def _one(results: list) -> Any:
+    """The single (budget, block) n₀ result of this one-budget space."""
+    return results[0] if results else None
+
+
+def _at_epoch(records: list, epoch: int) -> list:
+    """Records as if training had stopped after `epoch` (value = that epoch's error), for the grid."""
+    return [dataclasses.replace(r, value=r.intermediate[epoch], state="COMPLETE", full_fidelity=True)
+            for r in records if epoch in r.intermediate]
+
+
+def _sign(delta: float, ci: tuple[float, float] | None) -> str:
+    s = "+" if delta > 0 else "-" if delta < 0 else "0 (tie)"
+    if ci is not None and ci[0] <= 0 <= ci[1]:
+        s += " (CI spans 0)"
+    return s
+
+
+def _signs(result: Any) -> dict[int, bool]:
+    """Depth → multi worse (Δ > 0)? n₀ is the last + → ≤ 0 crossing, so a tie counts with "better"."""
+    if result is None:
+        return {}
+    return {p.depth: p.delta > 0 for p in result.points}
+
+
+def _le(a: float, b: float) -> bool:
+    return a <= b or (math.isinf(a) and math.isinf(b) and a == b)
+
+
+def matched_fidelity_n0(records: list, *, seeds: list[int], seed: int, n_boot: int,
+                        level: float = 0.95) -> dict[str, Any]:
+    """Δ(d) = err(multi_d) − err(plain) at e_d, the highest epoch EVERY seed of both reached; n₀ across d.
+
+    Same conventions as `archsearch.analysis.n0_analysis` (seed-bootstrap of each candidate's mean,
+    t-widened percentile interval with df = Σ(seeds − 1), last + → ≤ 0 crossing interpolated), but
+    each depth is compared at its own fidelity e_d. Labelled a multi-fidelity estimate.
+    """
+    from archsearch.analysis import block_of, bootstrap_means, crossing_depth, interval
+
+    trials = [r for r in records if r.state in ("COMPLETE", "PRUNED") and r.intermediate
+              and r.family in ("resnet", "multiresnet") and block_of(r.name) != "wide"]
+    by_name: dict[str, list] = defaultdict(list)
+    for r in trials:
+        by_name[r.name].append(r)
+    complete = {n: rs for n, rs in by_name.items() if sorted(r.seed for r in rs) == sorted(seeds)}
+    plain = [n for n, rs in complete.items() if (rs[0].branches or 1) == 1]
+    multi: dict[int, list[str]] = defaultdict(list)
+    for n, rs in complete.items():
+        if (rs[0].branches or 1) > 1 and rs[0].depth is not None:
+            multi[rs[0].depth].append(n)
+    base = {"label": "multi-fidelity estimate: each depth compared with the plain reference at the highest "
+                     "epoch every seed of both reached", "n0": None, "ci": None, "status": "insufficient",
+            "p_crossed": None, "points": []}
+    if len(plain) != 1 or not multi:
+        base["message"] = f"needs exactly one plain candidate with all seeds (got {plain}) and a multi one"
+        return base
+    ref = plain[0]
+    rng = np.random.default_rng([seed, 71])
+    points, boots, dfs = [], [], 0
+    for depth in sorted(multi):
+        names = multi[depth]
+        e = min(max(r.intermediate) for n in [*names, ref] for r in by_name[n])
+        vals = {n: np.array([r.intermediate[e] for r in by_name[n]], dtype=float) for n in [*names, ref]}
+        bs = {n: bootstrap_means(v, n_boot, rng) for n, v in vals.items()}
+        point = float(np.mean([vals[n].mean() for n in names]) - vals[ref].mean())
+        boot = np.mean([bs[n] for n in names], axis=0) - bs[ref]
+        df = sum(len(v) - 1 for v in vals.values())
+        ci = interval(boot, level, point=point, df=df)
+        points.append({"depth": depth, "epoch": e, "delta": point, "ci": list(ci), "sign": _sign(point, None),
+                       "sign_note": _sign(point, ci), "multi": names, "plain": ref,
+                       "multi_mean": float(np.mean([vals[n].mean() for n in names])),
+                       "plain_mean": float(vals[ref].mean()), "n_seeds": min(len(v) for v in vals.values())})
+        boots.append(boot)
+        dfs += df
+    depths = np.array([p["depth"] for p in points], dtype=float)
+    n0 = float(crossing_depth(depths, np.array([[p["delta"] for p in points]]))[0])
+    boot_n0 = crossing_depth(depths, np.stack(boots, axis=1))
+    status = "crossed" if math.isfinite(n0) else ("below_range" if n0 < 0 else "above_range")
+    ci = interval(boot_n0, level, point=n0, df=dfs)
+    base.update(n0=n0, ci=list(ci), status=status, p_crossed=float(np.isfinite(boot_n0).mean()), points=points,
+                epochs_compared=sorted({p["epoch"] for p in points}))
+    return base
+
+
+def survivor_deltas(records: list) -> list[dict[str, Any]]:
+    """Diagnostic, biased: Δ at the highest epoch where both have ≥ 1 trial, over whichever seeds got there."""
+    trials = [r for r in records if r.state in ("COMPLETE", "PRUNED") and r.intermediate
+              and r.family in ("resnet", "multiresnet")]
+    by_name: dict[str, list] = defaultdict(list)
+    for r in trials:
+        by_name[r.name].append(r)
+    plain = [n for n, rs in by_name.items() if (rs[0].branches or 1) == 1]
+    if len(plain) != 1:
+        return []
+    ref = plain[0]
+    out = []
+    for n, rs in sorted(by_name.items(), key=lambda kv: kv[1][0].depth or 0):
+        if n == ref:
+            continue
+        e = min(max(max(r.intermediate) for r in rs), max(max(r.intermediate) for r in by_name[ref]))
+        m = [r.intermediate[e] for r in rs if e in r.intermediate]
+        p = [r.intermediate[e] for r in by_name[ref] if e in r.intermediate]
+        d = float(np.mean(m) - np.mean(p))
+        out.append({"depth": rs[0].depth, "name": n, "epoch": e, "delta": d, "sign": _sign(d, None),
+                    "n_multi": len(m), "n_plain": len(p)})
+    return out
+
+
+def determinism(grid: list, asha: list) -> dict[str, Any]:
+    """Largest |error difference| between an ASHA trial and the grid trial with the same (name, seed)."""
+    ref = {(r.name, r.seed): r.intermediate for r in grid}
+    diffs, pairs = [], 0
+    for r in asha:
+        g = ref.get((r.name, r.seed))
+        if g is None:
+            continue
+        common = [e for e in r.intermediate if e in g]
+        pairs += bool(common)
+        diffs += [abs(r.intermediate[e] - g[e]) for e in common]
+    return {"pairs": pairs, "values_compared": len(diffs), "max_abs_diff": max(diffs) if diffs else None}
+
+
+def _candidates(records: list) -> list[dict[str, Any]]:
+    seen = {}
+    for r in records:
+        seen.setdefault(r.name, {"name": r.name, "family": r.family, "depth": r.depth, "k": r.branches,
+                                 "params": r.params, "macs": r.macs, "budget": r.budget})
+    return sorted(seen.values(), key=lambda c: ((c["k"] or 1) > 1, c["depth"] or 0))
+
+
+def _n0_json(r: Any) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {
+        "budget": r.budget, "block": r.block, "status": r.status, "n0": r.n0,
+        "ci": list(r.ci) if r.ci else None, "p_crossed": r.p_crossed, "min_seeds": r.min_seeds,
+        "describe": r.describe(), "message": r.message,
+        "points": [{"depth": p.depth, "delta": p.delta, "ci": list(p.ci), "sign": _sign(p.delta, None),
+                    "sign_note": _sign(p.delta, p.ci), "multi": p.multi, "plain": p.plain} for p in r.points],
+    }
+
+
+def _trial_json(r: Any) -> dict[str, Any]:
+    return {"number": r.number, "name": r.name, "seed": r.seed, "state": r.state, "epochs": _reached(r),
+            "value": r.value, "intermediate": {str(k): round(v, 3) for k, v in sorted(r.intermediate.items())}}
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, tuple | set):
+        return list(o)
+    return str(o)
+
+
+# ----------------------------------------------------------------------------------- report
+def _fmt_depth(v: float | None, lo: int, hi: int) -> str:
+    if v is None:
+        return "–"
+    if v == -math.inf:
+        return f"<{lo}"
+    if v == math.inf:
+        return f">{hi}"
+    return f"{v:.1f}"
+
+
+def _fmt_n0(ans: dict | None) -> str:
+    if not ans or ans.get("status") == "insufficient" or not ans.get("points"):
+        return (ans or {}).get("message") or "insufficient"
+    lo, hi = ans["points"][0]["depth"], ans["points"][-1]["depth"]
+    head = {"crossed": "n₀ = ", "below_range": "n₀ ", "above_range": "n₀ "}[ans["status"]]
+    n0 = _fmt_depth(ans["n0"], lo, hi)
+    ci = ans.get("ci")
+    ci_s = f" (95 % CI {_fmt_depth(ci[0], lo, hi)} – {_fmt_depth(ci[1], lo, hi)})" if ci else ""
+    return head + n0 + ci_s
+
+
+def _fmt_delta(p: dict) -> str:
+    lo, hi = p["ci"]
+    return f"{p['delta']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+def render_markdown(rep: dict[str, Any]) -> str:
+    g, a = rep["studies"]["grid"], rep["studies"]["asha"]
+    ans = rep["answers"]
+    grid, matched = ans["grid"], ans["asha_matched_fidelity"]
+    surv = ans["asha_survivors"][0] if ans["asha_survivors"] else None
+    t = rep["train"]
+    lines = [
+        "# Answer cost: n₀ by exhaustive grid vs ASHA" + (" (QUICK SMOKE RUN — not a result)" if rep["quick"] else ""),
+        "",
+        f"Command: `ARCHSEARCH_DATA=/work/shared/data/cifar10-jpg.tar.gz {rep['command']}` "
+        f"({rep['machine']['cpus']} CPU cores, {g['slots']} concurrent trials, no GPU).",
+        "",
+        f"Reduced-fidelity n₀ question: plain {rep['candidates'][0]['name']} vs Multi-ResNets at equal params "
+        f"({', '.join(c['name'] for c in rep['candidates'][1:])}); {len(rep['seeds'])} seeds "
+        f"{rep['seeds']}; {rep['max_epochs']} epochs on {t['subset']} CIFAR-10 training images, "
+        f"{t['val_size']} validation images; {t['schedule']} lr {t['lr']}, batch {t['batch_size']}. "
+        f"ASHA: grace {a['asha']['grace_period']}, reduction factor {a['asha']['reduction_factor']:g}, "
+        f"rungs at epochs {rep['asha_rungs']}. Bootstrap seed {rep['bootstrap']['seed']}, "
+        f"{rep['bootstrap']['n_boot']} replicates. Δ = err(multi) − err(plain) in points of validation error; "
+        "+ means the Multi-ResNet is worse.",
+        "",
+        "| | (a) grid | (b) ASHA |",
+        "|---|---|---|",
+        f"| trials (states) | {g['trials']} ({_states(g['counts'])}) | {a['trials']} ({_states(a['counts'])}) |",
+        f"| epochs trained (Σ reached) | {g['epochs_trained']} | {a['epochs_trained']} |",
+        f"| ratio ASHA / grid | 1 | **{rep['epochs_ratio_asha_over_grid']:.3f}** "
+        f"(target ≤ {rep['target_ratio']}: {'met' if rep['ratio_met'] else 'MISSED'}) |",
+        f"| wall time of run_study | {g['wall_seconds']:.0f} s | {a['wall_seconds']:.0f} s |",
+        f"| Σ trial training seconds | {g['sum_train_seconds']:.0f} s | {a['sum_train_seconds']:.0f} s |",
+        f"| n₀ (full-fidelity trials, archsearch.analysis) | {_fmt_n0(grid)} | (i) survivors: {_fmt_n0(surv)} |",
+        f"| n₀, multi-fidelity estimate (matched epoch per depth) | – | (ii) {_fmt_n0(matched)} |",
+    ]
+    grid_pts = {p["depth"]: p for p in (grid or {}).get("points", [])}
+    m_pts = {p["depth"]: p for p in matched.get("points", [])}
+    s_pts = {p["depth"]: p for p in (surv or {}).get("points", [])}
+    for d in sorted(set(grid_pts) | set(m_pts)):
+        gp, mp, sp = grid_pts.get(d), m_pts.get(d), s_pts.get(d)
+        gcell = f"{_fmt_delta(gp)} **{gp['sign']}**" if gp else "–"
+        mcell = f"(ii) @ epoch {mp['epoch']}: {_fmt_delta(mp)} **{mp['sign']}**" if mp else "(ii) –"
+        if sp:
+            mcell += f"; (i) {_fmt_delta(sp)} {sp['sign']}"
+        lines.append(f"| Δ at depth {d} | {gcell} | {mcell} |")
+    v = rep["verdict"]
+    lines += [
+        "",
+        "**Same answer (per-depth sign of Δ, > 0 vs ≤ 0, grid vs ASHA (ii))**: "
+        f"{'yes' if v['same_signs_grid_vs_asha_matched'] else 'NO'}; "
+        f"same n₀ status: {'yes' if v['same_status'] else 'no'}; ASHA (ii) n₀ inside the grid's CI: "
+        f"{'yes' if v['asha_matched_n0_inside_grid_ci'] else 'no'}. "
+        f"**Target (same answer at ≤ 1/4 of the grid's epochs): {'MET' if v['target_met'] else 'NOT MET'}.**",
+        "",
+        "## Does a low rung give the grid's answer? (grid trials read at each rung epoch)",
+        "",
+        "| epoch | n₀ | " + " | ".join(f"Δ({d})" for d in sorted(grid_pts)) + " |",
+        "|---|---|" + "---|" * len(grid_pts),
+    ]
+    for e, r in list(rep["grid_at_rung_epochs"].items()) + [(str(rep["max_epochs"]) + " (final)", grid)]:
+        pts = {p["depth"]: p for p in (r or {}).get("points", [])}
+        cells = [f"{pts[d]['delta']:+.2f} {pts[d]['sign']}" if d in pts else "–" for d in sorted(grid_pts)]
+        lines.append(f"| {e} | {_fmt_n0(r)} | " + " | ".join(cells) + " |")
+    lines += ["", "## Fidelity check (grid: Spearman of each rung's error vs the final error)", "",
+              "| family | status | epoch | n | Spearman [95 % CI] | Kendall τ (p) |", "|---|---|---|---|---|---|"]
+    for f in rep["fidelity_check"]:
+        if not f["rungs"]:
+            lines.append(f"| {f['family']} | {f['status']} | – | – | {f['message']} | |")
+        for c in f["rungs"]:
+            lines.append(f"| {f['family']} | {f['status']} | {c['epoch']} | {c['n']} | {c['spearman']:.2f} "
+                         f"[{c['spearman_ci'][0]:.2f}, {c['spearman_ci'][1]:.2f}] | {c['kendall']:.2f} "
+                         f"({c['kendall_p']:.3f}) |")
+    biased = ans["asha_survivor_selected_deltas"]
+    if biased:
+        lines += ["", "Survivor-selected diagnostic (biased toward seeds ASHA promoted; not an answer): "
+                  + "; ".join(f"depth {b['depth']} @ epoch {b['epoch']}: {b['delta']:+.2f} "
+                              f"({b['n_multi']} vs {b['n_plain']} seeds)" for b in biased) + "."]
+    det = rep["determinism"]
+    lines += ["", f"Determinism: {det['values_compared']} per-epoch errors of {det['pairs']} ASHA trials compared "
+              f"with the grid trial of the same (architecture, seed): largest difference "
+              f"{det['max_abs_diff'] if det['max_abs_diff'] is not None else '–'} points.",
+              "", "How the ASHA answer is derived: (i) `archsearch.analysis.n0_analysis` on the ASHA study "
+              "(full-fidelity trials only, i.e. those ASHA let finish); (ii) a multi-fidelity estimate: "
+              "each depth's multi candidate vs the plain reference at the highest epoch every seed of both "
+              "reached, bootstrap over seeds as in archsearch.analysis. See the module docstring.", ""]
+    return "\n".join(lines)
+
+
+def _states(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()) if n)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
