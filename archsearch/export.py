@@ -670,66 +670,27 @@ def default_storage(name: str) -> str:
 
 
 def study_location(path: str | Path) -> tuple[str, str]:
-    """(study name, storage URL) of a study file.
+    """(study name, storage URL) of a study file, read with `archsearch.study.load_study`.
 
-    Uses the project's study-config loader when there is one (`archsearch.study.load_study`);
-    otherwise, or when that loader rejects a file (a space file moved away, say) whose study
-    database still exists, reads the keys `name` and `storage` (default
-    `sqlite:///runs/<name>/study.db`).
+    When the loader rejects a file (a space file moved away, say) whose study database still
+    exists, the keys `name` and `storage` (default `sqlite:///runs/<name>/study.db`) are enough.
     """
-    loader_error: ArchsearchError | None = None
-    for module, func in (("archsearch.config", "load_study_config"), ("archsearch.study", "load_study_config"),
-                         ("archsearch.study", "load_study")):
-        try:
-            loader = getattr(importlib.import_module(module), func, None)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        if loader is None:
-            continue
-        try:
-            config = loader(path)
-        except ArchsearchError as exc:
-            loader_error = exc
-            break
-        found = _name_and_storage(config)
-        if found is not None:
-            return found
+    from archsearch.study import load_study
+
+    try:
+        config = load_study(path)
+        return config.name, config.storage_url
+    except ArchsearchError as exc:
+        loader_error = exc
     data = read_yaml(path)
-    name = data.get("name") or data.get("study_name")
+    name = data.get("name")
     if not isinstance(name, str) or not name:
-        if loader_error is not None:
-            raise loader_error
-        raise ConfigError(f"{path}: neither a spec file (ArchSpec fields, or name: <architecture>) "
-                          f"nor a study file (it needs 'name', the study's name)")
+        raise loader_error
     storage = data.get("storage")
-    if isinstance(storage, dict):
-        storage = storage.get("url")
     if storage is not None and not isinstance(storage, str):
         raise ConfigError(f"{path}: storage: expected a URL string, got {type(storage).__name__}")
     url = storage or default_storage(name)
     found = _storage_file(url)
-    if loader_error is not None and found is not None and not found.is_file():
+    if found is not None and not found.is_file():
         raise loader_error  # not a study we can find: the loader's reason says more
     return name, url
-
-
-def _name_and_storage(config: Any) -> tuple[str, str] | None:
-    if hasattr(config, "get_trials"):  # an Optuna study, not its config: no URL to read
-        return None
-    name = getattr(config, "name", None) or getattr(config, "study_name", None)
-    if not isinstance(name, str):
-        return None
-    storage: Any = None
-    for attr in ("storage_url", "storage"):
-        storage = getattr(config, attr, None)
-        if callable(storage):
-            storage = storage()
-        if storage is not None:
-            break
-    if storage is not None and not isinstance(storage, str):
-        storage = getattr(storage, "url", None)
-    if storage is not None and not isinstance(storage, str):
-        return None
-    return name, storage or default_storage(name)
