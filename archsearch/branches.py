@@ -11,9 +11,11 @@ the choice in memory and in `$ARCHSEARCH_CACHE/branch_strategy.json`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -39,6 +41,32 @@ def _load_choices() -> None:
         _CHOICES.update(json.loads(_cache_file().read_text()))
     except (OSError, ValueError):
         pass
+
+
+def _reload_choices() -> None:
+    try:
+        _CHOICES.update(json.loads(_cache_file().read_text()))
+    except (OSError, ValueError):
+        pass
+
+
+@contextlib.contextmanager
+def _cache_lock() -> Iterator[None]:
+    """An exclusive lock on the cache across processes (best effort where flock is unavailable)."""
+    try:
+        _cache_file().parent.mkdir(parents=True, exist_ok=True)
+        handle = open(_cache_file().with_suffix(".lock"), "w")  # noqa: SIM115
+    except OSError:
+        yield
+        return
+    with handle:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass
+        yield
 
 
 def _save_choice(key: str, choice: str) -> None:
@@ -110,7 +138,10 @@ class BranchSet(nn.Module):
         key = self._key(x, shared)
         _load_choices()
         if key not in _CHOICES:
-            _save_choice(key, self._measure(x, shared))
+            with _cache_lock():  # concurrent trials meeting a new shape: one measures, all agree
+                _reload_choices()
+                if key not in _CHOICES:
+                    _save_choice(key, self._measure(x, shared))
         return _CHOICES[key]
 
     def _key(self, x: torch.Tensor, shared: bool) -> str:

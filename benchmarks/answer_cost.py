@@ -29,7 +29,10 @@ only, and under ASHA most trials never finish):
 Whether low rungs can be trusted is read off the grid: `archsearch.analysis.fidelity_check` (rank
 correlation of each rung's error with the final error) and the grid's own Δ signs at each rung epoch.
 Training is deterministic on CPU, so an ASHA trial's per-epoch errors equal the grid trial's with the
-same (architecture, seed); the benchmark checks that and reports the largest difference.
+same (architecture, seed); the benchmark checks that and reports the largest difference. That also
+allows an offline what-if: ASHA's decisions replayed on the grid's curves for other reduction factors,
+grace periods and candidate orders (validated by replaying the real setting against the real run).
+`--reanalyze WORKDIR` rebuilds the report from a previous run's studies without training.
 
     ARCHSEARCH_DATA=/work/shared/data/cifar10-jpg.tar.gz python benchmarks/answer_cost.py
     ARCHSEARCH_DATA=... python benchmarks/answer_cost.py --quick    # smoke run (tiny, ~3 min)
@@ -60,6 +63,7 @@ ROOT = HERE.parent
 STUDIES = {"grid": ROOT / "studies" / "answer_cost_grid.yaml", "asha": ROOT / "studies" / "answer_cost_asha.yaml"}
 SEED = 0  # bootstrap seed of every interval (training seeds are the studies' [0, 1, 2])
 TARGET_RATIO = 0.25
+FACTS = "answer_cost_facts.json"  # per-study run facts kept in the workdir (for --reanalyze)
 QUICK = ["train.epochs=3", "train.subset=128", "train.val_size=128", "train.batch_size=32", "seeds=[0, 1]"]
 
 
@@ -74,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-boot", type=int, default=2000)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of both study files (YAML value), e.g. train.subset=2000")
+    parser.add_argument("--reanalyze", type=Path, default=None, metavar="WORKDIR",
+                        help="no training: rebuild the report from the studies a previous run left in WORKDIR")
     args = parser.parse_args(argv)
 
     import optuna
@@ -82,13 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     from archsearch.study import load_study
     from archsearch.tune import run_study
 
-    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="archsearch-answer-cost-"))).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    if args.reanalyze is not None:
+        workdir = args.reanalyze.resolve()
+        facts = json.loads((workdir / FACTS).read_text())
+        args.quick, args.overrides = facts["quick"], facts["overrides"]
+    else:
+        workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="archsearch-answer-cost-"))).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        facts = {"quick": args.quick, "overrides": args.overrides, "studies": {},
+                 "command": "python benchmarks/answer_cost.py" + (" --quick" if args.quick else "")
+                 + "".join(f" --set {o}" for o in args.overrides),
+                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     out = args.out or (workdir / "answer_cost_quick" if args.quick else HERE / "results" / "answer_cost")
     out = out.resolve()
     overrides = (QUICK if args.quick else []) + args.overrides
     cwd = os.getcwd()
-    runs: dict[str, dict[str, Any]] = {}
     records: dict[str, list] = {}
     configs = {}
     os.chdir(workdir)  # runs/<study>/ is relative to the working directory
@@ -99,29 +113,42 @@ def main(argv: list[str] | None = None) -> int:
             if key == "asha" and epochs:  # the ASHA study's max_epochs follows train.epochs
                 extra.append(f"asha.max_epochs={epochs[-1]}")
             configs[key] = load_study(path, overrides + extra)
-        prewarm = prewarm_branch_strategies(configs["grid"])
-        print(f"branch strategies: {prewarm}", flush=True)
+        if args.reanalyze is None:
+            facts["branch_strategy_prewarm"] = prewarm_branch_strategies(configs["grid"])
+            print(f"branch strategies: {facts['branch_strategy_prewarm']}", flush=True)
         for key, config in configs.items():
-            print(f"== {key}: {config.name} ({config.run_dir})", flush=True)
-            load0 = os.getloadavg()[0]
-            keys0 = _strategy_keys()
-            t0 = time.perf_counter()
-            result = run_study(config)
-            wall = time.perf_counter() - t0
+            if args.reanalyze is None:
+                print(f"== {key}: {config.name} ({config.run_dir})", flush=True)
+                load0 = os.getloadavg()[0]
+                keys0 = _strategy_keys()
+                t0 = time.perf_counter()
+                result = run_study(config)
+                wall = time.perf_counter() - t0
+                facts["studies"][key] = {
+                    "counts": result["counts"], "wall_seconds": round(wall, 1),
+                    "fit_seconds": round(result["fit_seconds"], 1),
+                    "sum_train_seconds": round(sum(t[1] for t in result["trial_seconds"]), 1),
+                    "slots": result["slots"], "loadavg_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)],
+                    "branch_strategy_keys_added": len(_strategy_keys() - keys0)}
+                facts["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+                (workdir / FACTS).write_text(json.dumps(facts, indent=2) + "\n")
+                print(f"   {result['counts']}  wall {wall:.0f} s", flush=True)
             study = optuna.load_study(study_name=config.name, storage=config.storage_url)
             records[key] = load_records(study)
-            runs[key] = {"result": result, "wall_seconds": wall, "loadavg_before": load0,
-                         "loadavg_after": os.getloadavg()[0], "strategy_keys_added": len(_strategy_keys() - keys0)}
-            print(f"   {result['counts']}  wall {wall:.0f} s", flush=True)
+            if key == "grid":
+                seconds = epoch_seconds(study)
     finally:
         os.chdir(cwd)
 
-    report = build_report(configs, runs, records, seed=args.seed, n_boot=args.n_boot)
-    report["branch_strategy_prewarm"] = prewarm
+    report = build_report(configs, facts["studies"], records, seconds, seed=args.seed, n_boot=args.n_boot)
+    report["branch_strategy_prewarm"] = facts.get("branch_strategy_prewarm")
     report["workdir"] = str(workdir)
     report["quick"] = args.quick
-    report["command"] = "python benchmarks/answer_cost.py" + (" --quick" if args.quick else "") + "".join(
-        f" --set {o}" for o in args.overrides)
+    report["command"] = facts["command"]
+    report["ran"] = [facts.get("started"), facts.get("finished")]
+    if args.reanalyze is not None:
+        report["reanalyzed"] = ("python benchmarks/answer_cost.py --reanalyze WORKDIR "
+                                "(the same studies, re-analysed with the current code)")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
     md = render_markdown(report)
@@ -129,6 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}; studies in {workdir}")
     return 0
+
+
+def epoch_seconds(study: Any) -> dict[tuple[str, int], float]:
+    """(name, seed) → mean training seconds per epoch of the grid trial (for the offline ASHA replay)."""
+    out = {}
+    for t in study.get_trials(deepcopy=False):
+        ua = t.user_attrs
+        if ua.get("train_seconds") and ua.get("epochs"):
+            out[(ua["name"], int(ua["seed"]))] = float(ua["train_seconds"]) / int(ua["epochs"])
+    return out
 
 
 def prewarm_branch_strategies(config: Any) -> dict[str, Any]:
@@ -179,7 +216,8 @@ def _strategy_keys() -> set[str]:
 
 
 # ----------------------------------------------------------------------------------- analysis
-def build_report(configs: dict, runs: dict, records: dict, *, seed: int, n_boot: int) -> dict[str, Any]:
+def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, seed: int,
+                 n_boot: int) -> dict[str, Any]:
     from archsearch.analysis import fidelity_check, n0_analysis
     from archsearch.study import asha_rungs
 
@@ -192,19 +230,12 @@ def build_report(configs: dict, runs: dict, records: dict, *, seed: int, n_boot:
     studies = {}
     for key in ("grid", "asha"):
         recs = records[key]
-        res = runs[key]["result"]
         studies[key] = {
             "name": configs[key].name,
-            "counts": res["counts"],
             "trials": len(recs),
             "epochs_trained": sum(_reached(r) for r in recs),
             "epochs_max": len(recs) * configs[key].max_epochs,
-            "wall_seconds": round(runs[key]["wall_seconds"], 1),
-            "fit_seconds": round(res["fit_seconds"], 1),
-            "sum_train_seconds": round(sum(t[1] for t in res["trial_seconds"]), 1),
-            "slots": res["slots"],
-            "loadavg_before_after": [round(runs[key]["loadavg_before"], 2), round(runs[key]["loadavg_after"], 2)],
-            "branch_strategy_keys_added": runs[key]["strategy_keys_added"],
+            **runs[key],
             "asha": None if configs[key].asha is None else configs[key].asha.model_dump(),
         }
     ratio = studies["asha"]["epochs_trained"] / studies["grid"]["epochs_trained"]
@@ -247,12 +278,18 @@ def build_report(configs: dict, runs: dict, records: dict, *, seed: int, n_boot:
         "grid_at_rung_epochs": {str(e): _n0_json(r) for e, r in grid_by_epoch.items()},
         "fidelity_check": [dataclasses.asdict(f) for f in fidelity],
         "determinism": determinism(grid_recs, asha_recs),
+        "what_if": what_if(grid_recs, asha_recs, seconds, max_epochs=E, slots=studies["asha"]["slots"],
+                           seeds=asha_cfg.seed_list, seed=seed, n_boot=n_boot,
+                           real=(a.grace_period, a.reduction_factor)),
         "verdict": {
             "same_signs_grid_vs_asha_matched": same_signs,
             "asha_matched_n0_inside_grid_ci": n0_in_ci,
             "same_status": bool(grid_n0) and grid_n0.status == matched["status"],
             "asha_survivors_status": survivors_one.status if survivors_one else None,
             "target_met": same_signs and ratio <= TARGET_RATIO,
+            "grid_depths_resolved": _resolved(grid_n0.points if grid_n0 else []),
+            "asha_matched_depths_resolved": _resolved(matched["points"]),
+            "depths": len(grid_n0.points) if grid_n0 else 0,
         },
         "trials": {key: [_trial_json(r) for r in sorted(records[key], key=lambda r: r.number)] for key in records},
     }
@@ -288,6 +325,12 @@ def _signs(result: Any) -> dict[int, bool]:
     if result is None:
         return {}
     return {p.depth: p.delta > 0 for p in result.points}
+
+
+def _resolved(points: list) -> int:
+    """Depths whose Δ interval excludes 0 (a sign the data can vouch for)."""
+    cis = [p["ci"] if isinstance(p, dict) else p.ci for p in points]
+    return sum(not (lo <= 0 <= hi) for lo, hi in cis)
 
 
 def _le(a: float, b: float) -> bool:
@@ -347,6 +390,118 @@ def matched_fidelity_n0(records: list, *, seeds: list[int], seed: int, n_boot: i
     base.update(n0=n0, ci=list(ci), status=status, p_crossed=float(np.isfinite(boot_n0).mean()), points=points,
                 epochs_compared=sorted({p["epoch"] for p in points}))
     return base
+
+
+def asha_milestones(max_epochs: int, grace: int, rf: float) -> list[float]:
+    """Ray's single-bracket rungs (descending), without one at the last epoch (archsearch's RungASHA)."""
+    n = int(np.log(max_epochs / grace) / np.log(rf) + 1)
+    return [m for m in (grace * rf**k for k in reversed(range(n))) if m < max_epochs]
+
+
+def replay_asha(grid: list, seconds: dict, *, max_epochs: int, grace: int, rf: float, slots: int,
+                order: list) -> list:
+    """Offline ASHA on the grid's own per-epoch errors: which epoch would each trial have stopped at?
+
+    Training is deterministic (checked: ASHA and grid trials of the same (architecture, seed) report
+    identical errors), so only the asynchronous order is simulated: `slots` trials at once, started in
+    `order`, each epoch lasting the architecture's mean grid epoch time (the same for its seeds, so
+    seeds started together report in start order, ties broken by start order); decisions follow Ray's
+    `_Bracket.on_result` (stop when worse than the (1 − 1/rf) percentile of the rung's recorded
+    results, each trial recorded once per rung, no rung at the last epoch).
+    """
+    import heapq
+
+    rungs = [(m, {}) for m in asha_milestones(max_epochs, grace, rf)]
+    queue = list(order)
+    events: list = []
+    seq = 0
+    stopped: dict[int, int] = {}
+
+    per_name: dict[str, list[float]] = defaultdict(list)
+    for (name, _), sec in seconds.items():
+        per_name[name].append(sec)
+
+    def dur(r: Any) -> float:  # one epoch time per architecture: seeds started together report in start order
+        return float(np.mean(per_name[r.name])) if per_name.get(r.name) else 1.0
+
+    def start(now: float) -> None:
+        nonlocal seq
+        if queue:
+            r = queue.pop(0)
+            heapq.heappush(events, (now + dur(r), seq, r.number, 1, r))
+            seq += 1
+
+    for _ in range(slots):
+        start(0.0)
+    while events:
+        now, _, number, epoch, r = heapq.heappop(events)
+        stop = epoch >= max_epochs
+        if not stop:
+            rew = -r.intermediate[epoch]
+            for milestone, recorded in rungs:
+                if epoch >= milestone and number in recorded:
+                    break
+                if epoch < milestone or number in recorded:
+                    continue
+                cutoff = np.nanpercentile(list(recorded.values()), (1 - 1 / rf) * 100) if recorded else None
+                stop = cutoff is not None and rew < cutoff
+                recorded[number] = rew
+                break
+        if stop:
+            stopped[number] = epoch
+            start(now)
+        else:
+            heapq.heappush(events, (now + dur(r), seq, number, epoch + 1, r))
+            seq += 1
+    out = []
+    for r in grid:
+        e = stopped[r.number]
+        full = e >= max_epochs
+        out.append(dataclasses.replace(r, state="COMPLETE" if full else "PRUNED", epochs=e, full_fidelity=full,
+                                       value=r.intermediate[e] if full else None,
+                                       intermediate={k: v for k, v in r.intermediate.items() if k <= e}))
+    return out
+
+
+def what_if(grid: list, asha: list, seconds: dict, *, max_epochs: int, slots: int, seeds: list[int],
+            seed: int, n_boot: int, real: tuple[int, float]) -> dict[str, Any]:
+    """Replay the real ASHA setting (validation against the real run) and a few other settings/orders."""
+    from archsearch.analysis import n0_analysis
+
+    grid_signs = _signs(_one(n0_analysis(grid, seed=seed, n_boot=n_boot)))
+    by_number = sorted(grid, key=lambda r: r.number)
+    names = list(dict.fromkeys(r.name for r in by_number))
+    orders = {"as run (plain first)": by_number,
+              "plain last": sorted(by_number, key=lambda r: (-names.index(r.name), r.seed))}
+    actual = {(r.name, r.seed): _reached(r) for r in asha}
+    check = replay_asha(grid, seconds, max_epochs=max_epochs, grace=real[0], rf=real[1], slots=slots,
+                        order=by_number)
+    mismatches = [f"{r.name} seed {r.seed}: replay {r.epochs}, real {actual.get((r.name, r.seed))}"
+                  for r in check if actual.get((r.name, r.seed)) != r.epochs]
+    rows = []
+    total = sum(_reached(r) for r in grid)
+    for label, order in orders.items():
+        for rf in (3, 4):
+            for grace in (1, 2, 3):
+                recs = replay_asha(grid, seconds, max_epochs=max_epochs, grace=grace, rf=rf, slots=slots,
+                                   order=order)
+                m = matched_fidelity_n0(recs, seeds=seeds, seed=seed, n_boot=n_boot)
+                signs = {p["depth"]: p["delta"] > 0 for p in m["points"]}
+                rows.append({
+                    "order": label, "reduction_factor": rf, "grace_period": grace,
+                    "rungs": sorted(int(x) for x in asha_milestones(max_epochs, grace, rf)),
+                    "ratio": round(sum(r.epochs for r in recs) / total, 4),
+                    "full_fidelity_trials": sum(r.full_fidelity for r in recs),
+                    "matched": {"status": m["status"], "n0": m["n0"], "ci": m["ci"],
+                                "epochs": [p["epoch"] for p in m["points"]],
+                                "signs": ["+" if p["delta"] > 0 else "-" if p["delta"] < 0 else "0"
+                                          for p in m["points"]]},
+                    "same_signs": bool(signs) and signs == grid_signs,
+                })
+    return {"label": "offline replay of ASHA on the grid's per-epoch errors (simulated order; not a run)",
+            "validation": {"setting": {"grace_period": real[0], "reduction_factor": real[1]},
+                           "trials": len(check), "mismatches": mismatches},
+            "rows": rows}
 
 
 def survivor_deltas(records: list) -> list[dict[str, Any]]:
@@ -496,7 +651,9 @@ def render_markdown(rep: dict[str, Any]) -> str:
         f"{'yes' if v['same_signs_grid_vs_asha_matched'] else 'NO'}; "
         f"same n₀ status: {'yes' if v['same_status'] else 'no'}; ASHA (ii) n₀ inside the grid's CI: "
         f"{'yes' if v['asha_matched_n0_inside_grid_ci'] else 'no'}. "
-        f"**Target (same answer at ≤ 1/4 of the grid's epochs): {'MET' if v['target_met'] else 'NOT MET'}.**",
+        f"**Target (same answer at ≤ 1/4 of the grid's epochs): {'MET' if v['target_met'] else 'NOT MET'}.** "
+        f"Depths whose Δ interval excludes 0: grid {v['grid_depths_resolved']} of {v['depths']}, "
+        f"ASHA (ii) {v['asha_matched_depths_resolved']} of {v['depths']}.",
         "",
         "## Does a low rung give the grid's answer? (grid trials read at each rung epoch)",
         "",
@@ -525,7 +682,26 @@ def render_markdown(rep: dict[str, Any]) -> str:
     lines += ["", f"Determinism: {det['values_compared']} per-epoch errors of {det['pairs']} ASHA trials compared "
               f"with the grid trial of the same (architecture, seed): largest difference "
               f"{det['max_abs_diff'] if det['max_abs_diff'] is not None else '–'} points.",
-              "", "How the ASHA answer is derived: (i) `archsearch.analysis.n0_analysis` on the ASHA study "
+              ""]
+    wi = rep["what_if"]
+    val = wi["validation"]
+    lines += ["## What if: other ASHA settings, replayed offline on the grid's curves", "",
+              f"Not a run: {wi['label']}. Validation: replaying the real setting (grace "
+              f"{val['setting']['grace_period']}, rf {val['setting']['reduction_factor']:g}) reproduces the real "
+              f"ASHA run's stopping epoch for {val['trials'] - len(val['mismatches'])} of {val['trials']} trials"
+              + (f" (differs: {'; '.join(val['mismatches'])})" if val["mismatches"] else "") + ".", "",
+              "| order | rf | grace | rungs | epochs ratio | full-fidelity trials | (ii) epochs compared | "
+              "(ii) signs by depth | (ii) n₀ | same signs as grid |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    depths = [p["depth"] for p in matched.get("points", [])]
+    for w in wi["rows"]:
+        mm = w["matched"]
+        n0 = _fmt_n0({"status": mm["status"], "n0": mm["n0"], "ci": mm["ci"],
+                      "points": [{"depth": d} for d in depths]}) if mm["status"] != "insufficient" else "–"
+        lines.append(f"| {w['order']} | {w['reduction_factor']:g} | {w['grace_period']} | {w['rungs']} | "
+                     f"{w['ratio']:.3f} | {w['full_fidelity_trials']} | {mm['epochs']} | {' '.join(mm['signs'])} | "
+                     f"{n0} | {'yes' if w['same_signs'] else 'no'} |")
+    lines += ["", "How the ASHA answer is derived: (i) `archsearch.analysis.n0_analysis` on the ASHA study "
               "(full-fidelity trials only, i.e. those ASHA let finish); (ii) a multi-fidelity estimate: "
               "each depth's multi candidate vs the plain reference at the highest epoch every seed of both "
               "reached, bootstrap over seeds as in archsearch.analysis. See the module docstring.", ""]
