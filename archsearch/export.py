@@ -639,15 +639,10 @@ SPEC_KEYS = {f for f in ArchSpec.__dataclass_fields__ if f != "_validated"} | {"
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    import yaml
+    from archsearch.yamlfile import load_yaml
 
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = load_yaml(p)
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of keys, got {type(data).__name__}")
     return data

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from archsearch.errors import ConfigError, SpecError
@@ -156,16 +155,9 @@ class SearchSpace:
 # ------------------------------------------------------------------ public API
 def load_space(path: str | Path) -> SearchSpace:
     """Read, validate and enumerate a space file; any problem is a one-line ConfigError FILE: KEY: reason."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "yaml"
-        raise ConfigError(f"{path}: {where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    return space_from_dict(raw, source=str(path))
+    from archsearch.yamlfile import load_yaml
+
+    return space_from_dict(load_yaml(path), source=str(path))
 
 
 def space_from_dict(raw: Any, source: str = "<space>") -> SearchSpace:
