@@ -81,6 +81,17 @@ def _save_choice(key: str, choice: str) -> None:
         pass
 
 
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout to time a strategy in: the one training uses (NHWC and NCHW favour different kernels)."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _layout(x: torch.Tensor) -> str:
+    return "nhwc" if _memory_format(x) is torch.channels_last else "nchw"
+
+
 def _device_label(x: torch.Tensor) -> str:
     if x.is_cuda:
         return "cuda:" + torch.cuda.get_device_name(x.device)
@@ -148,7 +159,8 @@ class BranchSet(nn.Module):
         first_conv = next(m for m in self.branches[0] if isinstance(m, nn.Conv2d))
         return "|".join(map(str, (_device_label(x), torch.__version__, len(self.branches), shared,
                                   tuple(x.shape), first_conv.out_channels, first_conv.stride[0],
-                                  len(self.branches[0]), x.dtype)))
+                                  len(self.branches[0]), x.dtype, _layout(x),
+                                  torch.is_autocast_enabled(x.device.type))))
 
     def _measure(self, x: torch.Tensor, shared: bool, repeats: int = 3) -> str:
         """Time forward + backward of both strategies on this input shape.
@@ -164,7 +176,8 @@ class BranchSet(nn.Module):
         self.eval()
         k = len(self.branches)
         shape = x.shape if shared else (x.shape[0], x.shape[1] * k, *x.shape[2:])
-        probe = torch.zeros(shape, dtype=x.dtype, device=x.device, requires_grad=True)
+        probe = torch.zeros(shape, dtype=x.dtype, device=x.device).contiguous(memory_format=_memory_format(x))
+        probe.requires_grad_(True)
 
         def run(name: str) -> None:
             if name == "grouped":

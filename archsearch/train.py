@@ -166,13 +166,33 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with AMX-bf16 tiles, where oneDNN's bf16 convolutions beat fp32 (elsewhere bf16 is
+    emulated and slower, so `amp="auto"` stays fp32 there)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(probe and probe() and torch.backends.mkldnn.is_available()
+                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """`auto`: bf16 on CUDA with bf16 (else fp16), and on AMX CPUs — benchmarks/precision.py found the
+    validation error unchanged by bf16 autocast over paired seeds while steps ran ~2x faster."""
     amp = config.amp
     if amp == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+
+
+def resolve_precision(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, channels_last) that `train` uses for `config` on `device`."""
+    # NHWC is cuDNN's and oneDNN's fast layout (benchmarks/train.py: 1.2x per fp32 CPU step, resnet-20)
+    channels_last = config.channels_last if config.channels_last is not None else device.type in ("cuda", "cpu")
+    return _amp_dtype(config, device), channels_last
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -225,12 +245,13 @@ def measure_latency(
     input_shape: tuple[int, int, int] = (3, 32, 32),
     amp: torch.dtype | None = None,
     channels_last: bool = False,
-    budget_s: float = 2.0,
+    budget_s: float = 0.5,
 ) -> dict[str, float]:
     """Median inference latency (ms) per batch size on `device`: `latency_b1_ms`, `latency_b128_ms`.
 
     Eval mode, no autograd, after two warm-up calls; repeats until `budget_s` per batch size
-    (at least 3, at most 50 timings) so that large models on CPU stay affordable.
+    (at least 5, at most 50 timings): every finished trial pays it, so it stays well under a second
+    for small models while the median of >= 5 timings is stable to a few per cent.
     """
     device = resolve_device(device)
     was_training = model.training
@@ -246,7 +267,7 @@ def measure_latency(
                 model(x)
             _sync(device)
             start = time.perf_counter()
-            while len(times) < 3 or (len(times) < 50 and time.perf_counter() - start < budget_s):
+            while len(times) < 5 or (len(times) < 50 and time.perf_counter() - start < budget_s):
                 t0 = time.perf_counter()
                 model(x)
                 _sync(device)
@@ -377,9 +398,9 @@ def _fit(
 ) -> dict[str, Any]:
     torch.manual_seed(config.seed)  # the builder's He init draws from the global generator
     net, name = _build(spec_or_name, data.num_classes)
-    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    amp, channels_last = resolve_precision(config, device)
+    precision = "fp32" if amp is None else {torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
     net = net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    amp = _amp_dtype(config, device)
     model = torch.compile(net) if config.compile else net
 
     train_idx, val_idx = split_indices(len(data.train_x), config.val_size, seed=config.split_seed,
@@ -480,6 +501,7 @@ def _fit(
             "data_seconds": data_s,
             "step_seconds": step_s,
             "images_per_s": seen / fit_s,
+            "precision": precision,
         }
         history.append(metrics)
         if bar is not None:
@@ -521,6 +543,8 @@ def _fit(
         "train_images": len(train_x),
         "val_images": len(val_x),
         "device": str(device),
+        "precision": precision,
+        "channels_last": channels_last,
         "resumed_from_epoch": start_epoch,
         "history": history,
     }

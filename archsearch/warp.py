@@ -58,6 +58,11 @@ class WarpOperator(nn.Module):
         self.convs = sum(isinstance(m, nn.Conv2d) for m in functions[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_inference_mode_enabled() and len(self.functions) > 1:
+            # Forward-mode AD yields no tangents under inference mode (evaluation, serving): leave it
+            # for plain no-grad mode on a normal copy of the input; the output is used as usual.
+            with torch.inference_mode(False), torch.no_grad():
+                return self.forward(x.clone())
         k = len(self.functions)
         terms = derivative_terms(k, self.variant)
         tangents_of: dict[int, list[int | None]] = {}
@@ -80,6 +85,11 @@ class WarpOperator(nn.Module):
                         vectors: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if not vectors:
             return f(x), []
+        if torch.is_autocast_enabled(x.device.type):
+            # Forward-mode AD does not compose with autocast (dual tensors skip its casts), so the
+            # Taylor terms are computed in fp32 even in a bf16/fp16 step.
+            with torch.autocast(x.device.type, enabled=False):
+                return self._value_and_jvps(f, x.float(), [v.float() for v in vectors])
         if not self.exact_bn:
             return linearised_without_bn(f, x, vectors)
         jvps = []

@@ -182,8 +182,11 @@ def prewarm_branch_strategies(config: Any) -> dict[str, Any]:
     from archsearch.network import build
     from archsearch.space import grid
     from archsearch.storage import load_space_of
+    from archsearch.train import resolve_precision
 
     tc = config.train_config
+    amp, channels_last = resolve_precision(tc, torch.device("cpu"))  # time shapes as trials will run them
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     batches = sorted({tc.batch_size, (tc.subset or tc.batch_size) % tc.batch_size} - {0})
     evals = sorted({min(tc.eval_batch_size, tc.val_size), tc.val_size % tc.eval_batch_size} - {0})
     threads = torch.get_num_threads()
@@ -192,14 +195,15 @@ def prewarm_branch_strategies(config: Any) -> dict[str, Any]:
     torch.set_num_threads(max(1, int(config.resources.cpus)))  # trials run with this many threads
     try:
         for cand in grid(load_space_of(config)):
-            net = build(cand.spec)
-            net.train()
-            for b in batches:
-                net(torch.randn(b, 3, 32, 32))
-            net.eval()
-            with torch.no_grad():
-                for b in evals:
-                    net(torch.randn(b, 3, 32, 32))
+            net = build(cand.spec).to(memory_format=fmt)
+            with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+                net.train()
+                for b in batches:
+                    net(torch.randn(b, 3, 32, 32).contiguous(memory_format=fmt))
+                net.eval()
+                with torch.no_grad():
+                    for b in evals:
+                        net(torch.randn(b, 3, 32, 32).contiguous(memory_format=fmt))
     finally:
         torch.set_num_threads(threads)
     return {"seconds": round(time.perf_counter() - t0, 1), "train_batches": batches, "eval_batches": evals,

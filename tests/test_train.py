@@ -209,3 +209,49 @@ def test_cli_bad_input_is_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("name", "amp"), [("warpnet-13-1-K2", "bf16"), ("warpnet-19-2-K3-nobn", "bf16"),
+                                           ("warpnet-13-1-K2", "off"), ("dmrnet-8", "bf16"),
+                                           ("multiresnet-8-k2", "bf16")])
+def test_every_family_trains_and_validates(name, amp, cifar10):
+    """Autocast reaches every family; the warp operator's forward-mode AD runs in fp32 inside it and
+    still works under the validation pass's inference mode."""
+    r = train(name, {**TINY, "amp": amp}, data=cifar10)
+    assert r["precision"] == {"bf16": "bf16", "off": "fp32"}[amp] and r["channels_last"] is True
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in r["history"])
+    assert 0 <= r["val_error"] <= 100
+
+
+def test_warp_operator_in_inference_mode_matches_no_grad():
+    from archsearch.network import build
+
+    torch.manual_seed(0)
+    net = build("warpnet-19-1-K3", num_classes=10).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref = net(x)
+    with torch.inference_mode():
+        assert torch.equal(net(x), ref)
+
+
+def test_warp_operator_under_autocast_matches_fp32():
+    from archsearch.network import build
+
+    torch.manual_seed(0)
+    net = build("warpnet-13-1-K2", num_classes=10).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = net(x).float()
+    assert (low - ref).abs().max() <= 0.05 * ref.abs().max()
+
+
+def test_auto_precision_follows_the_cpu(cifar10):
+    from archsearch.train import cpu_has_native_bf16
+
+    auto = train("resnet-8", TINY, data=cifar10, device="cpu")
+    assert auto["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
+    off = train("resnet-8", {**TINY, "amp": "off", "channels_last": False}, data=cifar10, device="cpu")
+    assert off["precision"] == "fp32" and off["channels_last"] is False
