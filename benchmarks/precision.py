@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         by = {(r["amp"], r["seed"]): r for r in runs if r["arch"] == arch}
         fp32 = [by["off", s]["val_error"] for s in range(args.seeds)]
         bf16 = [by["bf16", s]["val_error"] for s in range(args.seeds)]
-        diff = [b - f for b, f in zip(bf16, fp32)]
+        diff = [b - f for b, f in zip(bf16, fp32, strict=True)]
         lo, hi = bootstrap_ci(diff)
         speed = statistics.median(by["off", s]["train_seconds"] / by["bf16", s]["train_seconds"]
                                   for s in range(args.seeds))

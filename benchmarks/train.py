@@ -6,8 +6,9 @@ same SGD settings, on the same training images (the trainer's split: 45,000 CIFA
 holding HWC uint8 arrays, PIL transforms per image (RandomCrop(32, padding=4), RandomHorizontalFlip,
 ToTensor, Normalize) and `DataLoader(shuffle=True)`. Ours is `archsearch.train.train` (decode-once
 uint8 tensors, batched crop/flip/normalise) with its defaults (`amp: auto`: bf16 autocast on AMX
-CPUs, fp32 elsewhere; channels_last), and in fp32 with and without channels_last. Reports images/s, the speed-up over the naive loop, and the share of
-the epoch spent outside forward/backward/optimizer step. Targets: >= 1.3x naive, overhead <= 5 %.
+CPUs, fp32 elsewhere; channels_last), and in fp32 with and without channels_last. Reports images/s,
+the speed-up over the naive loop, and the share of the epoch spent outside forward/backward/step.
+Targets: >= 1.3x naive, overhead <= 5 %.
 
     .venv/bin/python benchmarks/train.py [--subset 10000] [--repeats 3] [--arch resnet-20] [--compile]
 """
