@@ -633,6 +633,7 @@ def run_study(config: StudyConfig, *, resume: bool = False, address: str | None 
     init_ray(address, num_cpus=num_cpus, num_gpus=num_gpus)
     lock = None
     state = "failed"
+    pending_env, pending_before = "TUNE_MAX_PENDING_TRIALS_PG", ""
     try:
         check_cluster(config)
         study = open_study(prep)
@@ -658,6 +659,12 @@ def run_study(config: StudyConfig, *, resume: bool = False, address: str | None 
                                   n_trials=n_trials, deadline=deadline, inject_nan=_inject_nan(),
                                   slots=None if address else slots)
         run_name = time.strftime("session-%Y%m%d-%H%M%S")
+        # With a custom searcher Tune keeps one trial pending at a time, so slot 2 waits for trial 1's
+        # actor to start (~4 s); the searcher itself never has more trials live than slots.
+        pending_env = "TUNE_MAX_PENDING_TRIALS_PG"
+        pending_before = os.environ.get(pending_env)
+        if pending_before is None:
+            os.environ[pending_env] = str(max(1, slots))
         tuner = tune.Tuner(
             with_trial_resources(trial_main, config.resources),
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
@@ -691,6 +698,8 @@ def run_study(config: StudyConfig, *, resume: bool = False, address: str | None 
         )
         return out
     finally:
+        if pending_before is None:
+            os.environ.pop(pending_env, None)
         if lock is not None:
             lock.release(state)
         import ray

@@ -3,12 +3,12 @@
 The Multi-ResNet paper's effective-range question (past which depth do k > 1 residual functions beat
 more depth at an equal budget?) is asked at toy scale on real CIFAR-10: a plain resnet-50 (widths
 16/16/32, 0.22M params) against Multi-ResNets of depth 8 / 14 / 20 / 26 with k = 8 / 4 / 3 / 2 and
-stage widths fitted onto the same count (search_spaces/answer_cost.yaml), 3 seeds each, 12 epochs on
-1,000 training images. Two studies run in one invocation, with the same candidates, seeds, schedule
-and data split (studies/answer_cost_grid.yaml, studies/answer_cost_asha.yaml):
+stage widths fitted onto the same count (search_spaces/answer_cost.yaml), 3 seeds each, 16 epochs on
+4,000 training images (2,000 validation images). Two studies run in one invocation, with the same
+candidates, seeds, schedule and data split (studies/answer_cost_grid.yaml, studies/answer_cost_asha.yaml):
 
   (a) grid: every candidate x seed trains all epochs (`sampler: grid`, `asha: null`);
-  (b) ASHA: the same trials under ASHA (grace 1, reduction factor 3: rungs at epochs 1, 3, 9).
+  (b) ASHA: the same trials under ASHA (grace 1, reduction factor 4: rungs at epochs 1 and 4).
 
 Reported: n₀ with its bootstrap interval and the per-depth sign of Δ = err(multi) − err(plain),
 the epochs each study trained (Σ over trials of the epochs reached), the ratio ASHA / grid (target

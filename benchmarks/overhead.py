@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(tmp) / "overhead.yaml"
             path.write_text(yaml.safe_dump(study, sort_keys=False))
             config = load_study(path)
-            t0 = time.perf_counter()
+            t0, t0_epoch = time.perf_counter(), time.time()
             result = run_study(config)
             wall = time.perf_counter() - t0
             spans = trial_spans(config)
@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     train_s = sum(t[1] for t in times)
     body_s = sum(t[2] for t in times)
     fit = result["fit_seconds"]
+    by_number = {n: (b, e, st) for n, b, e, st in spans}
+    spans = sorted(by_number.values())
     busy = sum(e - b for b, e, _ in spans)  # ask → tell of every trial
     last_start = max(b for b, _, _ in spans)
     end = max(e for _, e, _ in spans)
@@ -100,8 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         },
         "overhead_fit_only_without_tail": round(1 - train_s / (fit * slots - tail), 4),
         "target": 0.05,
-        "trials": [{"number": n, "train_seconds": round(a, 2), "trial_seconds": round(b, 2)} for n, a, b in times],
-        "spans": [{"start": round(b - spans[0][0], 2), "seconds": round(e - b, 2), "state": st} for b, e, st in spans],
+        "seconds_to_first_trial": round(spans[0][0] - t0_epoch, 2),
+        "seconds_after_last_trial": round(wall - (end - t0_epoch), 2),
+        "trials": [{"number": n, "state": by_number[n][2], "start": round(by_number[n][0] - spans[0][0], 2),
+                    "ask_to_tell_seconds": round(by_number[n][1] - by_number[n][0], 2),
+                    "trial_seconds": round(b, 2), "train_seconds": round(a, 2),
+                    "outside_trainable_seconds": round(by_number[n][1] - by_number[n][0] - b, 2)}
+                   for n, a, b in sorted(times)],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
@@ -109,12 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def trial_spans(config) -> list[tuple[float, float, str]]:  # noqa: ANN001 - a StudyConfig
-    """(start, end, state) of every finished trial, from the Optuna storage (ask → tell)."""
+def trial_spans(config) -> list[tuple[int, float, float, str]]:  # noqa: ANN001 - a StudyConfig
+    """(number, start, end, state) of every finished trial, from the Optuna storage (ask → tell)."""
     import optuna
 
     study = optuna.load_study(study_name=config.name, storage=config.storage_url)
-    return [(t.datetime_start.timestamp(), t.datetime_complete.timestamp(), t.state.name)
+    return [(t.number, t.datetime_start.timestamp(), t.datetime_complete.timestamp(), t.state.name)
             for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
 
 
