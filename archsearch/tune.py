@@ -110,10 +110,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         os.environ.setdefault(key, value)
     import ray
 
-    # Workers import torch and the trainer while they start (Ray prestarts one per CPU at `init`),
-    # not when Tune hands them their first trial: ~5 s less per trial slot on a cold machine.
-    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
-                              "runtime_env": {"worker_process_setup_hook": "archsearch.tune.warm_worker"}}
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     try:
         if address:
             check_address(address)
@@ -124,14 +121,6 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         raise
     except Exception as exc:  # noqa: BLE001 - a cluster we cannot join is bad input
         raise ConfigError(f"--address: {address or 'local'}: cannot start or join Ray: {exc}") from None
-
-
-def warm_worker() -> None:
-    """Ray worker setup hook: import what every trial needs before a trial asks for it."""
-    import ray.tune  # noqa: F401
-
-    import archsearch.network  # noqa: F401
-    import archsearch.train  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------- the trainable
