@@ -80,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a key of both study files (YAML value), e.g. train.subset=2000")
     parser.add_argument("--reanalyze", type=Path, default=None, metavar="WORKDIR",
                         help="no training: rebuild the report from the studies a previous run left in WORKDIR")
+    parser.add_argument("--rerun", choices=sorted(STUDIES), action="append", default=[],
+                        help="with --reanalyze: train this study again (its old run directory is moved aside)")
     args = parser.parse_args(argv)
+    if args.rerun and args.reanalyze is None:
+        parser.error("--rerun needs --reanalyze WORKDIR (the run whose other study is kept)")
 
     import optuna
 
@@ -117,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             facts["branch_strategy_prewarm"] = prewarm_branch_strategies(configs["grid"])
             print(f"branch strategies: {facts['branch_strategy_prewarm']}", flush=True)
         for key, config in configs.items():
-            if args.reanalyze is None:
+            if args.reanalyze is None or key in args.rerun:
+                if config.run_dir.exists() and key in args.rerun:
+                    config.run_dir.rename(config.run_dir.with_name(config.run_dir.name + time.strftime(".old-%H%M%S")))
+                    facts.setdefault("reruns", []).append(f"{key} {time.strftime('%Y-%m-%d %H:%M')}")
                 print(f"== {key}: {config.name} ({config.run_dir})", flush=True)
                 load0 = os.getloadavg()[0]
                 keys0 = _strategy_keys()
@@ -272,7 +279,7 @@ def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, see
         "studies": studies,
         "epochs_ratio_asha_over_grid": round(ratio, 4),
         "target_ratio": TARGET_RATIO,
-        "ratio_met": ratio <= TARGET_RATIO,
+        "ratio_met": ratio <= TARGET_RATIO and ratio > 0 and not any(r.state == "FAIL" for r in asha_recs),
         "answers": {
             "grid": _n0_json(grid_n0),
             "asha_survivors": [_n0_json(r) for r in survivors],
@@ -290,7 +297,8 @@ def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, see
             "asha_matched_n0_inside_grid_ci": n0_in_ci,
             "same_status": bool(grid_n0) and grid_n0.status == matched["status"],
             "asha_survivors_status": survivors_one.status if survivors_one else None,
-            "target_met": same_signs and ratio <= TARGET_RATIO,
+            "target_met": same_signs and ratio <= TARGET_RATIO and ratio > 0
+                          and not any(r.state == "FAIL" for r in asha_recs),
             "grid_depths_resolved": _resolved(grid_n0.points if grid_n0 else []),
             "asha_matched_depths_resolved": _resolved(matched["points"]),
             "depths": len(grid_n0.points) if grid_n0 else 0,

@@ -112,8 +112,30 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(out, argv if argv is not None else sys.argv[1:]))
     print(json.dumps({k: v for k, v in out.items() if k != "trials"}, indent=2))
     return 0
+
+
+def markdown(out: dict, argv: list[str]) -> str:
+    """The result as a short table: the headline figure, then where the other slot-seconds went."""
+    st, slot_s = out["study"], out["wall_seconds"] * out["slots"]
+    lines = [
+        "# Orchestration overhead of `archsearch run`", "",
+        "Command: `python benchmarks/overhead.py" + "".join(f" {a}" for a in argv) + "`", "",
+        f"Study: {st['n_trials']} trials, {st['train']['epochs']} epochs on {st['train']['subset']} images, "
+        f"ASHA {st['asha']}, {out['slots']} slots of {st['resources']['cpus']} CPU; states {out['counts']}.", "",
+        "| figure | value |", "|---|---|",
+        f"| wall of `run_study` | {out['wall_seconds']:.1f} s ({slot_s:.1f} slot-s) |",
+        f"| Σ trial training seconds (epoch fit + validation) | {out['sum_train_seconds']:.1f} s |",
+        f"| **overhead** = 1 − Σ train / (wall × slots) | **{100 * out['overhead']:.1f} %** "
+        f"(target ≤ {100 * out['target']:.0f} %) |",
+        f"| overhead of Tune's `fit` alone (Ray start/stop excluded) | {100 * out['overhead_fit_only']:.1f} % |",
+        f"| seconds to the first trial / after the last | {out['seconds_to_first_trial']:.1f} s / "
+        f"{out['seconds_after_last_trial']:.1f} s |",
+    ]
+    lines += [f"| slot-seconds: {k.replace('_', ' ')} | {v:.1f} |" for k, v in out["breakdown_slot_seconds"].items()]
+    return "\n".join(lines) + "\n"
 
 
 def trial_spans(config) -> list[tuple[int, float, float, str]]:  # noqa: ANN001 - a StudyConfig
