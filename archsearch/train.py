@@ -114,6 +114,11 @@ class TrainConfig(BaseModel):
             return merged
         return data
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
+
     @field_validator("milestones")
     @classmethod
     def _check_milestones(cls, v: list[float]) -> list[float]:

@@ -140,6 +140,14 @@ def test_config_rejects_unknown_and_bad_values():
         make_config({"amp": "fp8"})
 
 
+def test_amp_off_survives_yaml():
+    import yaml
+
+    assert make_config(yaml.safe_load("amp: off")).amp == "off"
+    with pytest.raises(ConfigError, match="amp"):
+        make_config({"amp": True})
+
+
 def test_presets_fill_and_yield():
     wrn = make_config({"preset": "wrn"})
     assert (wrn.epochs, wrn.batch_size, wrn.weight_decay, wrn.nesterov, wrn.gamma, wrn.padding) == (
