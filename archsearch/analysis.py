@@ -62,6 +62,7 @@ class TrialRecord:
     latency_b1_ms: float | None = None
     path_length_mean: float | None = None
     test_error: float | None = None
+    precision: str | None = None  # fp32 | bf16 | fp16: what the trainer ran in on its worker
     intermediate: dict[int, float] = field(default_factory=dict, hash=False)
 
     @property
@@ -113,6 +114,7 @@ def load_records(study: Any) -> list[TrialRecord]:
                 latency_b1_ms=_float(ua.get("latency_b1_ms")),
                 path_length_mean=_float(ua.get("path_length_mean")),
                 test_error=_float(ua.get("test_error")),
+                precision=None if ua.get("precision") is None else str(ua["precision"]),
                 intermediate=inter,
             )
         )
@@ -774,6 +776,12 @@ class StudyAnalysis:
     seed: int
     n_boot: int
     level: float
+    precisions: dict[str, int] = field(default_factory=dict)  # among the trials that feed answers
+
+    @property
+    def mixed_precision(self) -> bool:
+        """Answers built from trials trained in different precisions (e.g. a cluster of mixed CPUs)."""
+        return len(self.precisions) > 1
 
 
 def analyze(
@@ -796,4 +804,5 @@ def analyze(
         seed=seed,
         n_boot=n_boot,
         level=level,
+        precisions=dict(Counter(r.precision or "unrecorded" for r in records if r.usable)),
     )

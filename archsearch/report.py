@@ -189,6 +189,16 @@ def _fidelity_table(a: StudyAnalysis) -> list[str]:
             "(full-fidelity trials; \"all\" pools the families as ASHA does).", "", _table(head, rows), ""]
 
 
+def _precision_lines(a: StudyAnalysis) -> list[str]:
+    if not a.precisions:
+        return []
+    counts = ", ".join(f"{p} {n}" for p, n in sorted(a.precisions.items()))
+    if a.mixed_precision:
+        return [f"**Warning: the answers mix training precisions ({counts} trials)** — workers resolved "
+                "`amp: auto` differently; set `train.amp` explicitly to compare like with like.", ""]
+    return [f"Training precision: {counts} trials.", ""]
+
+
 def render_markdown(name: str, a: StudyAnalysis, figures: list[FigureFiles], base: Path) -> str:
     """The whole report; figure paths are relative to `base` (the folder holding report.md)."""
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(a.states.items())) or "no trials"
@@ -197,6 +207,7 @@ def render_markdown(name: str, a: StudyAnalysis, figures: list[FigureFiles], bas
         f"Trials: {states}; {a.n_full_fidelity} complete at full fidelity feed the answers (pruned, "
         f"failed and reduced-fidelity trials never do). Intervals: {100 * a.level:g} % bootstrap over "
         f"seeds ({a.n_boot} resamples, seed {a.seed}).", "",
+        *_precision_lines(a),
         answers_markdown(a), "",
         "## Trials by architecture", "",
         "Full-fidelity seeds only; error is validation error in percent.", "",

@@ -127,3 +127,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "no study database" in err
     assert main(["report"]) == 2
     assert "--storage" in capsys.readouterr().err
+
+
+def test_report_names_the_training_precision_and_warns_when_mixed(tmp_path):
+    from archsearch.analysis import TrialRecord, analyze
+    from archsearch.report import render_markdown
+
+    def rec(n, precision):
+        return TrialRecord(number=n, state="COMPLETE", value=10.0 + n, name=f"resnet-{8 + 6 * (n % 2)}",
+                           family="resnet", depth=8, seed=n, epochs=4, max_epochs=4, full_fidelity=True,
+                           precision=precision)
+
+    same = analyze([rec(i, "bf16") for i in range(4)], n_boot=50)
+    assert same.precisions == {"bf16": 4} and not same.mixed_precision
+    assert "Training precision: bf16 4 trials." in render_markdown("s", same, [], tmp_path)
+    mixed = analyze([rec(i, "bf16" if i < 2 else "fp32") for i in range(4)], n_boot=50)
+    assert mixed.mixed_precision
+    assert "Warning: the answers mix training precisions (bf16 2, fp32 2 trials)" in render_markdown(
+        "s", mixed, [], tmp_path)

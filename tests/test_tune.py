@@ -453,6 +453,7 @@ def test_tiny_asha_study_records_are_honest(tiny_run: TinyRun) -> None:
         if t.state.name == "FAIL":
             assert t.number == 1 and ua["fail_reason"].startswith("non_finite_loss:"), ua["fail_reason"]
             continue
+        assert ua["precision"] in ("fp32", "bf16")  # what `amp: auto` resolved to on the worker
         # every epoch it trained is there, keyed 1..epochs, and the value is the last of them
         assert sorted(t.intermediate_values) == list(range(1, ua["epochs"] + 1))
         assert t.value == t.intermediate_values[ua["epochs"]]
