@@ -28,6 +28,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -622,7 +623,6 @@ def run_study(config: StudyConfig, *, resume: bool = False, address: str | None 
     init_ray(address, num_cpus=num_cpus, num_gpus=num_gpus)
     lock = None
     state = "failed"
-    pending_env, pending_before = "TUNE_MAX_PENDING_TRIALS_PG", ""
     try:
         check_cluster(config)
         study = open_study(prep)
@@ -648,12 +648,6 @@ def run_study(config: StudyConfig, *, resume: bool = False, address: str | None 
                                   n_trials=n_trials, deadline=deadline, inject_nan=_inject_nan(),
                                   slots=None if address else slots)
         run_name = time.strftime("session-%Y%m%d-%H%M%S")
-        # With a custom searcher Tune keeps one trial pending at a time, so slot 2 waits for trial 1's
-        # actor to start (~4 s); the searcher itself never has more trials live than slots.
-        pending_env = "TUNE_MAX_PENDING_TRIALS_PG"
-        pending_before = os.environ.get(pending_env)
-        if pending_before is None:
-            os.environ[pending_env] = str(max(1, slots))
         tuner = tune.Tuner(
             with_trial_resources(trial_main, config.resources),
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
@@ -669,7 +663,9 @@ def run_study(config: StudyConfig, *, resume: bool = False, address: str | None 
         # Ray's "Resume experiment with: Tuner.restore(...)" would mislead: `--resume` reads Optuna instead.
         logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
         t_fit = time.time()
-        with progress:
+        # With a custom searcher Tune keeps one trial pending at a time, so slot 2 would wait for trial
+        # 1's actor to start (~4 s); the searcher itself never has more trials live than slots.
+        with progress, _env_unless_set("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, slots))):
             try:
                 tuner.fit()
             finally:
@@ -687,14 +683,25 @@ def run_study(config: StudyConfig, *, resume: bool = False, address: str | None 
         )
         return out
     finally:
-        if pending_before is None:
-            os.environ.pop(pending_env, None)
         if lock is not None:
             lock.release(state)
         import ray
 
         with contextlib.suppress(Exception):
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def _env_unless_set(key: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the block unless the user set it already."""
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
 
 
 def check_cluster(config: StudyConfig) -> None:
