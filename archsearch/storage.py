@@ -74,6 +74,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _storage_file(url: str, prefix: str, create: bool) -> Path:
+    """The local file a sqlite/journal URL names: it must exist unless we may create it, in a folder that does."""
+    path = Path(url[len(prefix):])
+    if not create and not path.is_file():
+        raise FileNotFoundError(f"no such file {path}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"no such folder {path.parent}")
+    return path
+
+
 def open_storage(url: str, *, where: str = "storage", create: bool = True) -> Any:
     """An Optuna storage for a URL: sqlite (WAL + busy timeout), other SQLAlchemy URLs, journal:PATH.
 
@@ -87,19 +97,11 @@ def open_storage(url: str, *, where: str = "storage", create: bool = True) -> An
         if url.startswith("journal:"):
             from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-            path = Path(url[len("journal:"):])
-            if not create and not path.is_file():
-                raise FileNotFoundError(f"no such file {path}")
-            if not path.parent.is_dir():
-                raise FileNotFoundError(f"no such folder {path.parent}")
+            path = _storage_file(url, "journal:", create)
             return JournalStorage(JournalFileBackend(str(path)))
         engine_kwargs: dict[str, Any] = {}
         if url.startswith("sqlite:///"):
-            path = Path(url[len("sqlite:///"):])
-            if not create and not path.is_file():
-                raise FileNotFoundError(f"no such file {path}")
-            if not path.parent.is_dir():
-                raise FileNotFoundError(f"no such folder {path.parent}")
+            path = _storage_file(url, "sqlite:///", create)
             # WAL is a property of the file: set it before Optuna's first connection creates tables.
             with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S)) as con:
                 con.execute("PRAGMA journal_mode = WAL")
