@@ -171,6 +171,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # `amp` values that autocast; "off" is fp32
+
+
 def cpu_has_native_bf16() -> bool:
     """True on CPUs with AMX-bf16 tiles, where oneDNN's bf16 convolutions beat fp32 (elsewhere bf16 is
     emulated and slower, so `amp="auto"` stays fp32 there)."""
@@ -190,7 +193,12 @@ def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+    return AMP_DTYPES.get(amp)
+
+
+def precision_name(amp: torch.dtype | None) -> str:
+    """fp32 | bf16 | fp16: the label a result and a trial record for an autocast dtype."""
+    return next((name for name, dtype in AMP_DTYPES.items() if dtype == amp), "fp32")
 
 
 def resolve_precision(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
@@ -404,7 +412,7 @@ def _fit(
     torch.manual_seed(config.seed)  # the builder's He init draws from the global generator
     net, name = _build(spec_or_name, data.num_classes)
     amp, channels_last = resolve_precision(config, device)
-    precision = "fp32" if amp is None else {torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+    precision = precision_name(amp)
     net = net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     model = torch.compile(net) if config.compile else net
 
