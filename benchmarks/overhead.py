@@ -10,6 +10,11 @@ the whole `run_study` call, and Ray Tune's `fit` alone (what a long study conver
 start-up is paid once). A second figure counts the whole trainable body as useful work, isolating
 what Ray + Optuna add around the trials.
 
+Each study runs once per slot layout (`--cpus 2 1` on 2 cores: one trial at a time with two threads,
+then two trials at a time with one thread each). With one slot nothing can sit idle for lack of a
+trial; with several, the last trials of an ASHA study run while other slots have nothing left to
+start, and the table shows that tail separately from what Ray, Optuna and archsearch add.
+
     ARCHSEARCH_DATA=/work/shared/data/cifar10-jpg.tar.gz python benchmarks/overhead.py
 """
 
@@ -32,15 +37,38 @@ SPACE = {"candidates": [{"name": "resnet-8"}, {"name": "multiresnet-8-k2"}, {"na
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-trials", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--subset", type=int, default=4096, help="training images per trial")
-    parser.add_argument("--val-size", type=int, default=512)
+    parser.add_argument("--n-trials", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--subset", type=int, default=8192, help="training images per trial")
+    parser.add_argument("--val-size", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--cpus", type=int, nargs="+", default=[2, 1],
+                        help="CPUs (= torch threads) per trial, one study per value; slots = cores / cpus")
     parser.add_argument("--asha", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "overhead.json")
     args = parser.parse_args(argv)
 
+    runs = [measure(args, cpus) for cpus in args.cpus]
+    out = {
+        "benchmark": "archsearch run orchestration overhead",
+        "definition": "1 - sum(trial training seconds) / (wall seconds x concurrent trial slots)",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+        "target": TARGET,
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(out, argv if argv is not None else sys.argv[1:]))
+    for run in runs:
+        print(json.dumps({k: v for k, v in run.items() if k != "trials"}, indent=2))
+    return 0
+
+
+TARGET = 0.05
+
+
+def measure(args: argparse.Namespace, cpus: int) -> dict:
+    """Run the benchmark study once with `cpus` per trial; its overhead and where the slot-seconds went."""
     from archsearch.study import load_study
     from archsearch.tune import run_study
 
@@ -50,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "sampler": "tpe",
         "n_trials": args.n_trials,
         "asha": {"max_epochs": args.epochs, "grace_period": 1, "reduction_factor": 2} if args.asha else None,
-        "resources": {"cpus": 1, "gpus": 0},
+        "resources": {"cpus": cpus, "gpus": 0},
         "train": {"epochs": args.epochs, "subset": args.subset, "val_size": args.val_size,
                   "batch_size": args.batch_size, "eval_batch_size": args.batch_size, "schedule": "cosine"},
     }
@@ -79,10 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     last_start = max(b for b, _, _ in spans)
     end = max(e for _, e, _ in spans)
     tail = _idle_after(spans, last_start, end, slots)  # slots left idle once no trial was left to start
-    out = {
-        "benchmark": "archsearch run orchestration overhead",
-        "definition": "1 - sum(trial training seconds) / (wall seconds x concurrent trial slots)",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+    slot_s = wall * slots
+    return {
         "study": {k: study[k] for k in ("n_trials", "asha", "resources", "train")},
         "counts": result["counts"],
         "slots": slots,
@@ -90,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         "fit_seconds": round(fit, 2),
         "sum_train_seconds": round(train_s, 2),
         "sum_trial_body_seconds": round(body_s, 2),
-        "overhead": round(1 - train_s / (wall * slots), 4),
+        "overhead": round(1 - train_s / slot_s, 4),
+        "overhead_without_tail": round(1 - train_s / (slot_s - tail), 4),
         "overhead_fit_only": round(1 - train_s / (fit * slots), 4),
-        "orchestration_overhead_fit_only": round(1 - body_s / (fit * slots), 4),
         "breakdown_slot_seconds": {
             "ray_start_and_stop": round((wall - fit) * slots, 2),
             "tail_no_trial_left_to_start": round(tail, 2),
@@ -100,8 +126,6 @@ def main(argv: list[str] | None = None) -> int:
             "per_trial_ask_to_tell_outside_the_trainable": round(busy - body_s, 2),
             "trial_fixed_costs_data_model_latency": round(body_s - train_s, 2),
         },
-        "overhead_fit_only_without_tail": round(1 - train_s / (fit * slots - tail), 4),
-        "target": 0.05,
         "seconds_to_first_trial": round(spans[0][0] - t0_epoch, 2),
         "seconds_after_last_trial": round(wall - (end - t0_epoch), 2),
         "trials": [{"number": n, "state": by_number[n][2], "start": round(by_number[n][0] - spans[0][0], 2),
@@ -110,31 +134,41 @@ def main(argv: list[str] | None = None) -> int:
                     "outside_trainable_seconds": round(by_number[n][1] - by_number[n][0] - b, 2)}
                    for n, a, b in sorted(times)],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(out, argv if argv is not None else sys.argv[1:]))
-    print(json.dumps({k: v for k, v in out.items() if k != "trials"}, indent=2))
-    return 0
 
 
 def markdown(out: dict, argv: list[str]) -> str:
-    """The result as a short table: the headline figure, then where the other slot-seconds went."""
-    st, slot_s = out["study"], out["wall_seconds"] * out["slots"]
+    """One column per slot layout: the headline figure, then where the other slot-seconds went."""
+    runs = out["runs"]
+    st = runs[0]["study"]
+    pct = TARGET * 100
+
+    def row(label: str, cell) -> str:  # noqa: ANN001 - a function of one run
+        return f"| {label} | " + " | ".join(cell(r) for r in runs) + " |"
+
     lines = [
         "# Orchestration overhead of `archsearch run`", "",
         "Command: `python benchmarks/overhead.py" + "".join(f" {a}" for a in argv) + "`", "",
-        f"Study: {st['n_trials']} trials, {st['train']['epochs']} epochs on {st['train']['subset']} images, "
-        f"ASHA {st['asha']}, {out['slots']} slots of {st['resources']['cpus']} CPU; states {out['counts']}.", "",
-        "| figure | value |", "|---|---|",
-        f"| wall of `run_study` | {out['wall_seconds']:.1f} s ({slot_s:.1f} slot-s) |",
-        f"| Σ trial training seconds (epoch fit + validation) | {out['sum_train_seconds']:.1f} s |",
-        f"| **overhead** = 1 − Σ train / (wall × slots) | **{100 * out['overhead']:.1f} %** "
-        f"(target ≤ {100 * out['target']:.0f} %) |",
-        f"| overhead of Tune's `fit` alone (Ray start/stop excluded) | {100 * out['overhead_fit_only']:.1f} % |",
-        f"| seconds to the first trial / after the last | {out['seconds_to_first_trial']:.1f} s / "
-        f"{out['seconds_after_last_trial']:.1f} s |",
+        f"Study: {st['n_trials']} trials (TPE over {', '.join(c['name'] for c in SPACE['candidates'])}), "
+        f"{st['train']['epochs']} epochs on {st['train']['subset']} images, validation {st['train']['val_size']}, "
+        f"ASHA {st['asha']}; machine: {out['machine']['cpus']} CPUs. The same study once per slot layout.", "",
+        "| figure | " + " | ".join(f"{r['slots']} slot(s) × {r['study']['resources']['cpus']} CPU" for r in runs)
+        + " |",
+        "|---|" + "---:|" * len(runs),
+        row("trial states", lambda r: ", ".join(f"{v} {k.lower()}" for k, v in r["counts"].items())),
+        row("wall of `run_study`", lambda r: f"{r['wall_seconds']:.1f} s"),
+        row("Σ trial training seconds (epoch fit + validation)", lambda r: f"{r['sum_train_seconds']:.1f} s"),
+        row(f"**overhead** = 1 − Σ train / (wall × slots) (target ≤ {pct:.0f} %)",
+            lambda r: f"**{100 * r['overhead']:.1f} %**"),
+        row("overhead without the tail (slot-seconds no trial was left for)",
+            lambda r: f"{100 * r['overhead_without_tail']:.1f} %"),
+        row("overhead of Tune's `fit` alone (Ray start/stop excluded)",
+            lambda r: f"{100 * r['overhead_fit_only']:.1f} %"),
+        row("seconds to the first trial / after the last",
+            lambda r: f"{r['seconds_to_first_trial']:.1f} / {r['seconds_after_last_trial']:.1f}"),
     ]
-    lines += [f"| slot-seconds: {k.replace('_', ' ')} | {v:.1f} |" for k, v in out["breakdown_slot_seconds"].items()]
+    for key in runs[0]["breakdown_slot_seconds"]:
+        lines.append(row(f"slot-seconds: {key.replace('_', ' ')}",
+                         lambda r, k=key: f"{r['breakdown_slot_seconds'][k]:.1f}"))
     return "\n".join(lines) + "\n"
 
 

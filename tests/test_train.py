@@ -187,6 +187,26 @@ def test_measure_latency():
     assert model.training  # mode restored
 
 
+def test_latency_measured_once_per_architecture_and_setting(cifar10, monkeypatch):
+    import archsearch.train as train_module
+
+    calls = []
+    monkeypatch.setattr(train_module, "_LATENCY_SEEN", {})
+    monkeypatch.setattr(train_module, "measure_latency",
+                        lambda net, *a, **k: calls.append(type(net).__name__) or {"latency_b1_ms": float(len(calls))})
+    tiny = {**TINY, "latency": True, "amp": "bf16"}  # explicit: "auto" is fp32 on CPUs without AMX
+    first = train("resnet-8", {**tiny, "seed": 0}, data=cifar10)
+    again = train("resnet-8", {**tiny, "seed": 1}, data=cifar10)  # another seed: same network, same latency
+    assert len(calls) == 1 and first["latency_b1_ms"] == again["latency_b1_ms"] == 1.0
+    train("resnet-8", {**tiny, "amp": "off"}, data=cifar10)  # another precision is timed anew
+    train("resnet-8", {**tiny, "threads": 2}, data=cifar10)  # and so is another thread count
+    train("multiresnet-8-k2", tiny, data=cifar10)
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    train(module, tiny, data=cifar10)
+    train(module, tiny, data=cifar10)  # a module has no canonical name: always timed
+    assert len(calls) == 6
+
+
 def test_cli_trains_and_reports_json(cifar10, tmp_path, capsys, monkeypatch):
     from archsearch.cli import main
 
