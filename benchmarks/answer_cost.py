@@ -252,7 +252,7 @@ def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, see
     ratio = studies["asha"]["epochs_trained"] / studies["grid"]["epochs_trained"]
 
     grid_n0 = _one(n0_analysis(grid_recs, seed=seed, n_boot=n_boot))
-    grid_by_epoch = {e: _one(n0_analysis(_at_epoch(grid_recs, e), seed=seed, n_boot=n_boot)) for e in rungs}
+    grid_by_epoch = {e: _one(n0_analysis(_at_epoch(grid_recs, e), seed=seed, n_boot=n_boot)) for e in range(1, E)}
     survivors = n0_analysis(asha_recs, seed=seed, n_boot=n_boot)
     matched = matched_fidelity_n0(asha_recs, seeds=asha_cfg.seed_list, seed=seed, n_boot=n_boot)
     biased = survivor_deltas(asha_recs)
@@ -288,7 +288,8 @@ def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, see
             "asha_matched_fidelity": matched,
             "asha_survivor_selected_deltas": biased,
         },
-        "grid_at_rung_epochs": {str(e): _n0_json(r) for e, r in grid_by_epoch.items()},
+        "grid_at_epochs": {str(e): _n0_json(r) for e, r in grid_by_epoch.items()},
+        "rank_agreement": rank_agreement(grid_recs, grid_by_epoch, grid_n0, max_epochs=E),
         "fidelity_check": [dataclasses.asdict(f) for f in fidelity],
         "determinism": determinism(grid_recs, asha_recs),
         "what_if": what_if(grid_recs, asha_recs, seconds, max_epochs=E, slots=studies["asha"]["slots"],
@@ -306,6 +307,40 @@ def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, see
         },
         "trials": {key: [_trial_json(r) for r in sorted(records[key], key=lambda r: r.number)] for key in records},
     }
+
+
+STABLE_RHO = 0.9  # candidate-level Spearman: with 5 candidates, at most one adjacent swap
+
+
+def rank_agreement(records: list, by_epoch: dict[int, Any], final: Any, *, max_epochs: int) -> dict[str, Any]:
+    """How early the grid's ranking and answer settle: per epoch, Spearman of each trial's error with its
+    final error, of each candidate's seed-mean with its final seed-mean, and whether Δ has the final
+    signs at every depth. `stable_from` is the first epoch from which every later epoch has candidate
+    ρ ≥ STABLE_RHO and the final signs; a multi-fidelity study deciding earlier decides on noise, and
+    one that lets every trial reach it trains at least stable_from / max_epochs of the grid's epochs.
+    """
+    from scipy import stats
+
+    final_signs = _signs(final)
+    full = [r for r in records if max_epochs in r.intermediate]
+    names = sorted({r.name for r in full})
+    rows = []
+    for e in sorted(by_epoch):
+        at = [r for r in full if e in r.intermediate]
+        trial_rho = float(stats.spearmanr([r.intermediate[e] for r in at], [r.value for r in at]).statistic)
+        means = [(np.mean([r.intermediate[e] for r in at if r.name == n]),
+                  np.mean([r.value for r in at if r.name == n])) for n in names]
+        cand_rho = float(stats.spearmanr(*zip(*means, strict=True)).statistic)
+        rows.append({"epoch": e, "trial_spearman": round(trial_rho, 3), "candidate_spearman": round(cand_rho, 3),
+                     "final_signs": bool(final_signs) and _signs(by_epoch[e]) == final_signs})
+    stable_from = max_epochs
+    for row in reversed(rows):
+        if not row["candidate_spearman"] >= STABLE_RHO or not row["final_signs"]:  # NaN: no ranking
+            break
+        stable_from = row["epoch"]
+    return {"rows": rows, "trials": len(full), "candidates": len(names), "stable_rho": STABLE_RHO,
+            "stable_from": stable_from,
+            "ratio_floor": round(stable_from / max_epochs, 4)}
 
 
 def _reached(r: Any) -> int:
@@ -668,15 +703,29 @@ def render_markdown(rep: dict[str, Any]) -> str:
         f"Depths whose Δ interval excludes 0: grid {v['grid_depths_resolved']} of {v['depths']}, "
         f"ASHA (ii) {v['asha_matched_depths_resolved']} of {v['depths']}.",
         "",
-        "## Does a low rung give the grid's answer? (grid trials read at each rung epoch)",
+        "## When does the grid's answer settle? (grid trials read at each epoch)",
         "",
-        "| epoch | n₀ | " + " | ".join(f"Δ({d})" for d in sorted(grid_pts)) + " |",
-        "|---|---|" + "---|" * len(grid_pts),
+        f"Spearman of each trial's error at that epoch with its final error ({rep['rank_agreement']['trials']} "
+        "trials), and of each candidate's seed-mean with its final seed-mean "
+        f"({rep['rank_agreement']['candidates']} candidates); then the grid's answer read there.",
+        "",
+        "| epoch | trial ρ | candidate ρ | n₀ | " + " | ".join(f"Δ({d})" for d in sorted(grid_pts))
+        + " | final signs |",
+        "|---|---|---|---|" + "---|" * len(grid_pts) + "---|",
     ]
-    for e, r in list(rep["grid_at_rung_epochs"].items()) + [(str(rep["max_epochs"]) + " (final)", grid)]:
+    ra = rep["rank_agreement"]
+    agree = {str(row["epoch"]): row for row in ra["rows"]}
+    for e, r in list(rep["grid_at_epochs"].items()) + [(str(rep["max_epochs"]), grid)]:
         pts = {p["depth"]: p for p in (r or {}).get("points", [])}
         cells = [f"{pts[d]['delta']:+.2f} {pts[d]['sign']}" if d in pts else "–" for d in sorted(grid_pts)]
-        lines.append(f"| {e} | {_fmt_n0(r)} | " + " | ".join(cells) + " |")
+        row = agree.get(e)
+        label = e + (" (rung)" if int(e) in rep["asha_rungs"] else " (final)" if row is None else "")
+        rhos = f"{row['trial_spearman']:.2f} | {row['candidate_spearman']:.2f}" if row else "1 | 1"
+        same = ("yes" if row["final_signs"] else "no") if row else "–"
+        lines.append(f"| {label} | {rhos} | {_fmt_n0(r)} | " + " | ".join(cells) + f" | {same} |")
+    lines += ["", f"The candidates' order (ρ ≥ {ra['stable_rho']}) and the answer's signs hold from epoch "
+              f"**{ra['stable_from']}** of {rep['max_epochs']} on. An ASHA rung earlier than that decides on "
+              f"noise; one that lets every trial reach it trains ≥ {ra['ratio_floor']:.2f} of the grid's epochs."]
     lines += ["", "## Fidelity check (grid: Spearman of each rung's error vs the final error)", "",
               "| family | status | epoch | n | Spearman [95 % CI] | Kendall τ (p) |", "|---|---|---|---|---|---|"]
     for f in rep["fidelity_check"]:
