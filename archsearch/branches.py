@@ -246,7 +246,8 @@ def _stacked_batch_norm(layers: tuple[nn.Module, ...], h: torch.Tensor) -> torch
         running_var = torch.cat([layer.running_var for layer in layers])
     else:
         running_mean = running_var = None
-    momentum = first.momentum if first.momentum is not None else 0.0
+    # momentum None is nn.BatchNorm's cumulative average: factor 1 / (batches seen, this one included)
+    momentum = first.momentum if first.momentum is not None else 1.0 / (int(first.num_batches_tracked) + 1)
     out = F.batch_norm(h, running_mean, running_var, weight, bias, first.training, momentum, first.eps)
     if update:
         with torch.no_grad():

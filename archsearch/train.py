@@ -97,6 +97,9 @@ class TrainConfig(BaseModel):
     compile: bool = False
     threads: int | None = Field(None, ge=1)  # CPU threads for this run (restored afterwards)
     eval_batch_size: int = Field(500, ge=1)
+    # Before each validation, recompute BN statistics on this many (un-augmented) training images
+    # (pycls' precise BN; 0: off): steadier errors at low rungs, where running averages trail the weights.
+    precise_bn: int = Field(0, ge=0)
     latency: bool = True  # measure batch-1 / batch-128 inference latency after training
 
     @model_validator(mode="before")
@@ -247,6 +250,45 @@ def evaluate(
     model.train(was_training)
     n = max(1, len(images))
     return loss.item() / n, 100.0 * wrong.item() / n
+
+
+def recalibrate_bn(
+    model: nn.Module,
+    images: Tensor,
+    normalize: Normalizer,
+    *,
+    batch_size: int,
+    amp: torch.dtype | None = None,
+) -> int:
+    """Set every BatchNorm's running statistics to the average of its batch statistics over `images`.
+
+    pycls' "precise BN": running averages trail the weights by ~1/momentum steps, which early in a
+    schedule (high learning rate, few steps) puts evaluation on stale statistics and makes a rung's
+    error noisy. Only the BN layers run in training mode (dropout stays off, so no random numbers
+    are drawn), in whole batches of `batch_size` as in training; nothing else changes. Returns the
+    number of layers recalibrated.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    usable = len(images) // batch_size * batch_size or len(images)
+    if not bns or usable < 2:
+        return 0
+    modes = {m: m.training for m in model.modules()}
+    momenta = [bn.momentum for bn in bns]
+    model.eval()
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the batches below
+        bn.train()
+    try:
+        with torch.no_grad(), _autocast(images.device, amp):
+            for i in range(0, usable, min(batch_size, usable)):
+                model(normalize(images[i : i + batch_size]))
+    finally:
+        for bn, momentum in zip(bns, momenta, strict=True):
+            bn.momentum = momentum
+        for m, mode in modes.items():
+            m.train(mode)
+    return len(bns)
 
 
 @torch.inference_mode()
@@ -497,6 +539,8 @@ def _fit(
         _sync(device)
         fit_s = time.perf_counter() - t_epoch
         seen = steps_per_epoch * config.batch_size
+        if config.precise_bn and len(val_x):
+            recalibrate_bn(net, train_x[: config.precise_bn], normalize, batch_size=config.batch_size, amp=amp)
         val_loss, val_error = (
             evaluate(model, val_x, val_y, normalize, batch_size=config.eval_batch_size, amp=amp)
             if len(val_x) else (None, None)

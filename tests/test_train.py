@@ -19,6 +19,7 @@ from archsearch.train import (
     lr_factor,
     make_config,
     measure_latency,
+    recalibrate_bn,
     train,
 )
 
@@ -205,6 +206,44 @@ def test_latency_measured_once_per_architecture_and_setting(cifar10, monkeypatch
     train(module, tiny, data=cifar10)
     train(module, tiny, data=cifar10)  # a module has no canonical name: always timed
     assert len(calls) == 6
+
+
+@pytest.mark.parametrize("name", ["multiresnet-8-k2", "wrn-10-2-drop0.3"])
+def test_recalibrate_bn_sets_the_mean_of_batch_statistics(cifar10, name):
+    from archsearch.data import Normalizer
+    from archsearch.network import build
+
+    torch.manual_seed(0)
+    images = cifar10.train_x[:96]
+    normalize = Normalizer(cifar10.mean, cifar10.std, torch.device("cpu"))
+    nets = {s: build(name, strategy=s) for s in ("loop", "grouped")}  # the grouped one stacks its branch BNs
+    nets["grouped"].load_state_dict(nets["loop"].state_dict())
+    bn = next(m for m in nets["loop"].modules() if isinstance(m, nn.BatchNorm2d))
+    seen = []
+    hook = bn.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    for net in nets.values():
+        net.eval()
+        rng = torch.get_rng_state()
+        assert recalibrate_bn(net, images, normalize, batch_size=32) > 0  # 96 images: 3 whole batches
+        assert torch.equal(torch.get_rng_state(), rng)  # dropout stayed off: no random numbers drawn
+        assert not any(m.training for m in net.modules())  # every mode restored
+    hook.remove()
+    assert len(seen) == 3
+    mean = torch.stack([x.mean(dim=(0, 2, 3)) for x in seen]).mean(0)
+    var = torch.stack([x.var(dim=(0, 2, 3), unbiased=True) for x in seen]).mean(0)
+    torch.testing.assert_close(bn.running_mean, mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.running_var, var, rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.1
+    for (key, a), b in zip(nets["loop"].state_dict().items(), nets["grouped"].state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_precise_bn_changes_only_evaluation(cifar10):
+    base = {**TINY, "subset": 256, "val_size": 200, "epochs": 2}
+    plain = train("multiresnet-8-k2", base, data=cifar10)
+    precise = train("multiresnet-8-k2", {**base, "precise_bn": 128}, data=cifar10)
+    assert [h["train_loss"] for h in precise["history"]] == [h["train_loss"] for h in plain["history"]]
+    assert precise["val_error"] != plain["val_error"] or precise["val_loss"] != plain["val_loss"]
 
 
 def test_cli_trains_and_reports_json(cifar10, tmp_path, capsys, monkeypatch):
