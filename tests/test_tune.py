@@ -601,14 +601,14 @@ def test_tiny_study_ends_with_report_and_exported_code(tiny_run: TinyRun) -> Non
     assert tiny_run.rc == 0, tiny_run.out[-4000:]
     run_dir = tiny_run.dir / "runs" / "tiny"
     report = run_dir / "report" / "report.md"
-    assert f"report: {report}" in tiny_run.out
+    assert f"report: {report.relative_to(tiny_run.dir)}\n" in tiny_run.out  # as typed from the working directory
     text = report.read_text()
     assert "## Answers" in text and "Trials by architecture" in text
     assert list((run_dir / "report" / "figures").glob("*.png"))
     study = load(tiny_run.url, "tiny")
     assert study.user_attrs["report_path"] == str(report)
     exported = sorted((run_dir / "export").glob("*.py"))
-    assert len(exported) == 1 and "exported: " in tiny_run.out
+    assert len(exported) == 1 and f" -> {exported[0].relative_to(tiny_run.dir)} (weights " in tiny_run.out
     best = min((t for t in study.get_trials(deepcopy=False)
                 if t.state.name == "COMPLETE" and t.user_attrs.get("full_fidelity")), key=lambda t: t.value)
     source = exported[0].read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 HELP = "run (or --resume) a study: Ray Tune trials, ASHA early stopping, Optuna storage as the record"
 
@@ -55,7 +56,7 @@ def _finish(config) -> None:  # noqa: ANN001 - a StudyConfig
         from archsearch.report import write_report
 
         path = write_report(study, config.run_dir / "report", artifact_dir=config.run_dir / "artifacts")
-        print(f"report: {path}")
+        print(f"report: {_shown(path)}")
     if config.export_top:
         from archsearch.export import ExportError, export_study
 
@@ -65,7 +66,17 @@ def _finish(config) -> None:  # noqa: ANN001 - a StudyConfig
             print(f"export: nothing exported ({exc})")
             return
         for item in exported:
-            print(f"exported: {item.name} -> {item.code}" + (f" (weights {item.weights})" if item.weights else ""))
+            weights = f" (weights {_shown(item.weights)})" if item.weights else ""
+            print(f"exported: {item.name} -> {_shown(item.code)}{weights}")
+
+
+def _shown(path: str | Path) -> str:
+    """A path as the user would type it: relative to the working directory when it lies inside it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
@@ -108,8 +119,8 @@ def _print_summary(config, result: dict) -> None:  # noqa: ANN001 - a StudyConfi
         print("best: no full-fidelity COMPLETE trial yet")
     if result.get("continued"):
         print(f"continued interrupted trials {result['continued']} from their checkpoints")
-    print(f"results: {result['storage']} (Optuna); checkpoints in {result['run_dir']}/trials; "
-          f"Ray logs in {result['ray_dir']}")
-    print(f"inspect: archsearch dashboard {config.path}")
+    print(f"results: {result['storage']} (Optuna); checkpoints in {_shown(Path(result['run_dir']) / 'trials')}; "
+          f"Ray logs in {_shown(result['ray_dir'])}")
+    print(f"inspect: archsearch dashboard {_shown(config.path)}")
     if result.get("session_interrupted"):
-        print(f"interrupted: continue with `archsearch run {config.path} --resume`", file=sys.stderr)
+        print(f"interrupted: continue with `archsearch run {_shown(config.path)} --resume`", file=sys.stderr)
