@@ -243,9 +243,14 @@ class StudyConfig(_Strict):
 
     def train_fingerprint(self) -> str:
         """Hash of everything that decides how a trial trains (minus its seed and run-time knobs)."""
+        from archsearch.train import FINGERPRINT_NEUTRAL
+
         data = self._train.model_dump(mode="json")
         for key in ("seed", "threads", "compile", "eval_batch_size", "latency"):
             data.pop(key, None)
+        for key, neutral in FINGERPRINT_NEUTRAL.items():
+            if data.get(key) == neutral:
+                data.pop(key)
         data["data"] = Path(self.data_path).name if self.data_path else None
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

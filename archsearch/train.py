@@ -47,6 +47,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESET_DATASET_EPOCHS = {("wrn", "svhn"): 160, ("dmrnet", "svhn"): 40}
 
 # Config keys that do not change what is computed: they may differ between a run and its resume.
+# Options added after studies were first stored: at these values they change nothing, so a study's
+# training fingerprint leaves them out and studies created before the option existed still resume.
+FINGERPRINT_NEUTRAL: dict[str, Any] = {"precise_bn": 0}
 _RESUME_FREE = {"threads", "compile", "eval_batch_size", "latency"}
 
 

@@ -171,6 +171,20 @@ def test_unreadable_study_files(in_tmp: Path) -> None:
         load_study(in_tmp / "list.yaml")
 
 
+@pytest.mark.parametrize("study_file, stored", [("quickstart.yaml", "16eddb7d8335de46"),
+                                                 ("answer_cost_grid.yaml", "186b55326bad0536"),
+                                                 ("cifar10_budget1.7M.yaml", "bd5e162fc5f6dc40")])
+def test_training_fingerprint_of_a_stored_study_stays_put(monkeypatch: pytest.MonkeyPatch, study_file: str,
+                                                          stored: str) -> None:
+    """Studies stored by earlier versions must still resume: a new trainer option at its neutral value
+    leaves the fingerprint as it was (hashes recorded by the version before `train.precise_bn`)."""
+    monkeypatch.delenv("ARCHSEARCH_DATA", raising=False)
+    config = load_study(REPO / "studies" / study_file)
+    assert config.train_fingerprint() == stored
+    changed = load_study(REPO / "studies" / study_file, overrides=["train.precise_bn=512"])
+    assert changed.train_fingerprint() != stored
+
+
 def test_durations() -> None:
     assert parse_duration(90) == 90
     assert parse_duration("90m") == 5400
