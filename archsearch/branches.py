@@ -17,12 +17,16 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 STRATEGIES = ("loop", "grouped", "auto")
+STRATEGY_CANDIDATES = ("loop", "grouped")  # what `auto` chooses between
+PROBE_VERSION = 2  # in the cache key: choices timed by the older probe (eval BN, no weight gradients,
+#                     not the entry point's own combine step) are re-timed
 _CHOICES: dict[str, str] = {}
 
 
@@ -116,93 +120,117 @@ class BranchSet(nn.Module):
         """sum_i f_i(x): every function reads the same input."""
         if len(self.branches) == 1:
             return self.branches[0](x)
-        if self._choose(x, shared=True) == "grouped":
-            return self._unstack(grouped_forward(self.branches, x, stacked=False)).sum(1)
+        return self._run("sum_shared", x, self._choose("sum_shared", x))
+
+    def each_shared(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[f_i(x)] for one shared input (the first merge-and-run unit)."""
+        if len(self.branches) == 1:
+            return [self.branches[0](x)]
+        return self._run("each_shared", x, self._choose("each_shared", x))
+
+    def each(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """[f_i(x_i)]: function i reads stream i (merge-and-run)."""
+        if len(self.branches) == 1:
+            return [self.branches[0](xs[0])]
+        return self._run("each", xs, self._choose("each", xs[0]))
+
+    def _run(self, entry: str, x: Any, strategy: str) -> Any:
+        """One entry point under one strategy (what `auto` times is exactly what runs)."""
+        if strategy == "grouped":
+            if entry == "each":
+                out = grouped_forward(self.branches, torch.cat(x, dim=1), stacked=True)
+            else:
+                out = grouped_forward(self.branches, x, stacked=False)
+            out = self._unstack(out)
+            return out.sum(1) if entry == "sum_shared" else list(out.unbind(1))
+        if entry == "each":
+            return [f(xi) for f, xi in zip(self.branches, x, strict=True)]
+        if entry == "each_shared":
+            return [f(x) for f in self.branches]
         out = self.branches[0](x)
         for f in self.branches[1:]:
             out = out + f(x)
         return out
-
-    def each_shared(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """[f_i(x)] for one shared input (the first merge-and-run unit)."""
-        if len(self.branches) > 1 and self._choose(x, shared=True) == "grouped":
-            return list(self._unstack(grouped_forward(self.branches, x, stacked=False)).unbind(1))
-        return [f(x) for f in self.branches]
-
-    def each(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        """[f_i(x_i)]: function i reads stream i (merge-and-run)."""
-        if len(self.branches) > 1 and self._choose(xs[0], shared=False) == "grouped":
-            stacked = torch.cat(xs, dim=1)
-            return list(self._unstack(grouped_forward(self.branches, stacked, stacked=True)).unbind(1))
-        return [f(x) for f, x in zip(self.branches, xs, strict=True)]
 
     # ---------------------------------------------------------------- strategy choice
     def _unstack(self, y: torch.Tensor) -> torch.Tensor:
         n, kc, h, w = y.shape
         return y.view(n, len(self.branches), kc // len(self.branches), h, w)
 
-    def _choose(self, x: torch.Tensor, shared: bool) -> str:
+    def _choose(self, entry: str, x: torch.Tensor) -> str:
         if self.strategy != "auto":
             return self.strategy
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
-            return _CHOICES.get(self._key(x, shared), "loop")
-        key = self._key(x, shared)
+            return _CHOICES.get(self._key(x, entry), "loop")
+        key = self._key(x, entry)
         _load_choices()
         if key not in _CHOICES:
             with _cache_lock():  # concurrent trials meeting a new shape: one measures, all agree
                 _reload_choices()
                 if key not in _CHOICES:
-                    _save_choice(key, self._measure(x, shared))
+                    _save_choice(key, self._measure(x, entry))
         return _CHOICES[key]
 
-    def _key(self, x: torch.Tensor, shared: bool) -> str:
+    def _key(self, x: torch.Tensor, entry: str) -> str:
         first_conv = next(m for m in self.branches[0] if isinstance(m, nn.Conv2d))
-        return "|".join(map(str, (_device_label(x), torch.__version__, len(self.branches), shared,
-                                  tuple(x.shape), first_conv.out_channels, first_conv.stride[0],
+        return "|".join(map(str, (f"probe{PROBE_VERSION}", _device_label(x), torch.__version__, len(self.branches),
+                                  entry, tuple(x.shape), first_conv.out_channels, first_conv.stride[0],
                                   len(self.branches[0]), x.dtype, _layout(x),
                                   torch.is_autocast_enabled(x.device.type))))
 
-    def _measure(self, x: torch.Tensor, shared: bool, repeats: int = 3) -> str:
-        """Time forward + backward of both strategies on this input shape.
+    def _measure(self, x: torch.Tensor, entry: str, repeats: int = 3) -> str:
+        """Time a training step's share of both strategies on this input shape.
 
-        Eval mode (no BN-statistics or dropout side effects) and gradients taken with respect to a
-        probe input only, so no parameter's `.grad` is touched; one warm-up run per strategy.
+        As training runs them: batch-statistics BN (its running statistics restored afterwards; in
+        eval mode the two strategies time within noise of each other and the probe chose at random),
+        forward plus the gradients of the input and of every weight, taken with `autograd.grad` so no
+        parameter's `.grad` is touched. Dropout stays off (no random numbers drawn). One warm-up
+        each, then the strategies alternate, so a passing load slows both alike; the faster best
+        time wins.
         """
         with torch.inference_mode(False), torch.enable_grad():  # first call may come from evaluation
-            return self._measure_with_grad(x, shared, repeats)
+            return self._measure_with_grad(x, entry, repeats)
 
-    def _measure_with_grad(self, x: torch.Tensor, shared: bool, repeats: int) -> str:
-        was_training = self.training
+    def _measure_with_grad(self, x: torch.Tensor, entry: str, repeats: int) -> str:
+        modes = {m: m.training for m in self.modules()}
+        bns = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in bns]
         self.eval()
-        k = len(self.branches)
-        shape = x.shape if shared else (x.shape[0], x.shape[1] * k, *x.shape[2:])
-        probe = torch.zeros(shape, dtype=x.dtype, device=x.device).contiguous(memory_format=_memory_format(x))
-        probe.requires_grad_(True)
+        for bn in bns:
+            bn.train()
+        fmt = _memory_format(x)
+        probes = [torch.zeros(x.shape, dtype=x.dtype, device=x.device).contiguous(memory_format=fmt).requires_grad_()
+                  for _ in range(len(self.branches) if entry == "each" else 1)]
+        weights = [p for p in self.branches.parameters() if p.requires_grad]
 
         def run(name: str) -> None:
-            if name == "grouped":
-                out = grouped_forward(self.branches, probe, stacked=not shared)
-            else:
-                xs = [probe] * k if shared else probe.chunk(k, 1)
-                out = torch.cat([f(xi) for f, xi in zip(self.branches, xs, strict=True)], 1)
-            torch.autograd.grad(out.sum(), probe)
+            out = self._run(entry, probes if entry == "each" else probes[0], name)
+            loss = out.sum() if isinstance(out, torch.Tensor) else sum(o.sum() for o in out)
+            torch.autograd.grad(loss, [*probes, *weights])
 
-        timings = {}
+        def timed(name: str) -> float:
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
+            start = time.perf_counter()
+            run(name)
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
+            return time.perf_counter() - start
+
+        timings: dict[str, float] = {}
         try:
-            for name in ("loop", "grouped"):
+            for name in STRATEGY_CANDIDATES:
                 run(name)
-                best = float("inf")
-                for _ in range(repeats):
-                    if x.is_cuda:
-                        torch.cuda.synchronize(x.device)
-                    start = time.perf_counter()
-                    run(name)
-                    if x.is_cuda:
-                        torch.cuda.synchronize(x.device)
-                    best = min(best, time.perf_counter() - start)
-                timings[name] = best
+            for _ in range(repeats):
+                for name in STRATEGY_CANDIDATES:
+                    timings[name] = min(timings.get(name, float("inf")), timed(name))
         finally:
-            self.train(was_training)
+            with torch.no_grad():
+                for bn, buffers in zip(bns, saved, strict=True):
+                    for key, b in bn.named_buffers(recurse=False):
+                        b.copy_(buffers[key])
+            for m, mode in modes.items():
+                m.train(mode)
         return min(timings, key=timings.__getitem__)
 
 

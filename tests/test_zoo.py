@@ -174,6 +174,36 @@ def test_auto_strategy_measures_once_and_caches(tmp_path, monkeypatch) -> None:
     assert calls == []
 
 
+@pytest.mark.parametrize("name, entries", [("multiresnet-8-k2-drop0.3", {"sum_shared"}),
+                                           ("dmrnet-8-K2", {"each_shared", "each"})])
+def test_auto_strategy_probe_leaves_no_trace(tmp_path, monkeypatch, name: str, entries: set) -> None:
+    """The probe times training-mode BN and weight gradients, yet a model's first training step under
+    `auto` (probing) sees the same BN statistics, random numbers and gradients as a twin's (choices cached)."""
+    from archsearch import branches
+
+    monkeypatch.setenv("ARCHSEARCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(branches, "_CHOICES", {})
+    torch.manual_seed(0)
+    probing = build(name, strategy="auto")
+    cached = build(name, strategy="auto")
+    cached.load_state_dict(probing.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    results = []
+    for model in (probing, cached):
+        torch.manual_seed(1)  # dropout draws
+        out = model(x)
+        out.square().sum().backward()
+        results.append((out, torch.get_rng_state(), model.state_dict()))
+    (out_p, rng_p, state_p), (out_c, rng_c, state_c) = results
+    assert torch.equal(out_p, out_c) and torch.equal(rng_p, rng_c)
+    for key in state_p:
+        assert torch.equal(state_p[key], state_c[key]), key
+    for (n, p), q in zip(probing.named_parameters(), cached.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad), n
+    assert {key.split("|")[4] for key in branches._CHOICES} == entries  # timed per entry point
+    assert all(m.training for m in probing.modules())
+
+
 FAMILY_MEMBERS = ["resnet-8", "resnet-11-bottleneck", "wrn-10-2-b131-drop0.3", "multiresnet-8-k2",
                   "multiresnet-11-k2-bottleneck", "postresnet-8", "dvanet-8-K2-w2", "dmrnet-8-K3",
                   "dmrnet-11-K2-bottleneck", "warpnet-13-1", "warpnet-13-1-v2", "warpnet-19-1-K3",
