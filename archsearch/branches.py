@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archsearch.norm import batch_statistics_only
+
 STRATEGIES = ("loop", "grouped", "auto")
 STRATEGY_CANDIDATES = ("loop", "grouped")  # what `auto` chooses between
 PROBE_VERSION = 2  # in the cache key: choices timed by the older probe (eval BN, no weight gradients,
@@ -192,12 +194,6 @@ class BranchSet(nn.Module):
             return self._measure_with_grad(x, entry, repeats)
 
     def _measure_with_grad(self, x: torch.Tensor, entry: str, repeats: int) -> str:
-        modes = {m: m.training for m in self.modules()}
-        bns = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in bns]
-        self.eval()
-        for bn in bns:
-            bn.train()
         fmt = _memory_format(x)
         probes = [torch.zeros(x.shape, dtype=x.dtype, device=x.device).contiguous(memory_format=fmt).requires_grad_()
                   for _ in range(len(self.branches) if entry == "each" else 1)]
@@ -218,19 +214,19 @@ class BranchSet(nn.Module):
             return time.perf_counter() - start
 
         timings: dict[str, float] = {}
-        try:
-            for name in STRATEGY_CANDIDATES:
-                run(name)
-            for _ in range(repeats):
+        with batch_statistics_only(self) as bns:
+            saved = [{key: b.clone() for key, b in bn.named_buffers(recurse=False)} for bn in bns]
+            try:
                 for name in STRATEGY_CANDIDATES:
-                    timings[name] = min(timings.get(name, float("inf")), timed(name))
-        finally:
-            with torch.no_grad():
-                for bn, buffers in zip(bns, saved, strict=True):
-                    for key, b in bn.named_buffers(recurse=False):
-                        b.copy_(buffers[key])
-            for m, mode in modes.items():
-                m.train(mode)
+                    run(name)
+                for _ in range(repeats):
+                    for name in STRATEGY_CANDIDATES:
+                        timings[name] = min(timings.get(name, float("inf")), timed(name))
+            finally:
+                with torch.no_grad():
+                    for bn, buffers in zip(bns, saved, strict=True):
+                        for key, b in bn.named_buffers(recurse=False):
+                            b.copy_(buffers[key])
         return min(timings, key=timings.__getitem__)
 
 

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from archsearch.data import ImageData, Normalizer, crop_flip, load_dataset, plan_epoch, split_indices
 from archsearch.errors import ArchsearchError, ConfigError
+from archsearch.norm import batch_norm_layers, batch_statistics_only
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
@@ -47,10 +48,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESET_DATASET_EPOCHS = {("wrn", "svhn"): 160, ("dmrnet", "svhn"): 40}
 
 # Config keys that do not change what is computed: they may differ between a run and its resume.
+_RESUME_FREE = {"threads", "compile", "eval_batch_size", "latency"}
 # Options added after studies were first stored: at these values they change nothing, so a study's
 # training fingerprint leaves them out and studies created before the option existed still resume.
 FINGERPRINT_NEUTRAL: dict[str, Any] = {"precise_bn": 0}
-_RESUME_FREE = {"threads", "compile", "eval_batch_size", "latency"}
 
 
 class TrainingFailure(RuntimeError):
@@ -271,26 +272,22 @@ def recalibrate_bn(
     are drawn), in whole batches of `batch_size` as in training; nothing else changes. Returns the
     number of layers recalibrated.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    bns = [bn for bn in batch_norm_layers(model) if bn.track_running_stats]
     usable = len(images) // batch_size * batch_size or len(images)
     if not bns or usable < 2:
         return 0
-    modes = {m: m.training for m in model.modules()}
     momenta = [bn.momentum for bn in bns]
-    model.eval()
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over the batches below
-        bn.train()
-    try:
-        with torch.no_grad(), _autocast(images.device, amp):
-            for i in range(0, usable, min(batch_size, usable)):
-                model(normalize(images[i : i + batch_size]))
-    finally:
-        for bn, momentum in zip(bns, momenta, strict=True):
-            bn.momentum = momentum
-        for m, mode in modes.items():
-            m.train(mode)
+    with batch_statistics_only(model):
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the batches below
+        try:
+            with torch.no_grad(), _autocast(images.device, amp):
+                for i in range(0, usable, min(batch_size, usable)):
+                    model(normalize(images[i : i + batch_size]))
+        finally:
+            for bn, momentum in zip(bns, momenta, strict=True):
+                bn.momentum = momentum
     return len(bns)
 
 
