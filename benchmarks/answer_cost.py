@@ -31,7 +31,9 @@ correlation of each rung's error with the final error) and the grid's own Δ sig
 Training is deterministic on CPU, so an ASHA trial's per-epoch errors equal the grid trial's with the
 same (architecture, seed); the benchmark checks that and reports the largest difference. That also
 allows an offline what-if: ASHA's decisions replayed on the grid's curves for other reduction factors,
-grace periods and candidate orders (validated by replaying the real setting against the real run).
+grace periods and candidate orders (validated by replaying the real setting against the real run), under
+Ray's rule (stop at once when below the rung's percentile so far) and under the published one (Li et al.
+2020: pause at the rung, promote the top 1/rf later), which trains fewer epochs but reads the same rungs.
 `--reanalyze WORKDIR` rebuilds the report from a previous run's studies without training.
 
     ARCHSEARCH_DATA=/work/shared/data/cifar10-jpg.tar.gz python benchmarks/answer_cost.py
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -511,6 +514,72 @@ def replay_asha(grid: list, seconds: dict, *, max_epochs: int, grace: int, rf: f
     return out
 
 
+def replay_asha_promoting(grid: list, seconds: dict, *, max_epochs: int, grace: int, rf: float, slots: int,
+                          order: list) -> list:
+    """Offline ASHA as Li et al. (2020) wrote it, on the grid's per-epoch errors: pause and promote.
+
+    A trial trains to the next rung and pauses there. A free slot first promotes, from the highest rung
+    down, the best paused trial among the top ⌊n/rf⌋ of the n results recorded at that rung; only when
+    none qualifies does it start the next new trial (Ray's ASHA instead stops a trial at once when it
+    is below the rung's (1 − 1/rf) percentile of the results so far, so early arrivals pass easily and
+    a stopped trial never comes back). Timing as in `replay_asha`.
+    """
+    import heapq
+
+    rung_epochs = sorted(int(m) for m in asha_milestones(max_epochs, grace, rf))
+    milestones = [*rung_epochs, max_epochs]
+    recorded: dict[int, dict[int, float]] = {m: {} for m in rung_epochs}  # rung -> trial number -> error
+    promoted: dict[int, set[int]] = {m: set() for m in rung_epochs}
+    reached: dict[int, int] = {}
+    by_number = {r.number: r for r in order}
+    queue = [r.number for r in order]
+    per_name: dict[str, list[float]] = defaultdict(list)
+    for (name, _), sec in seconds.items():
+        per_name[name].append(sec)
+
+    def epoch_s(number: int) -> float:
+        name = by_number[number].name
+        return float(np.mean(per_name[name])) if per_name.get(name) else 1.0
+
+    def next_job() -> tuple[int, int, int] | None:  # (trial, from epoch, to epoch)
+        for m in reversed(rung_epochs):
+            ranked = sorted(recorded[m], key=recorded[m].__getitem__)[: int(len(recorded[m]) // rf)]
+            ready = [n for n in ranked if n not in promoted[m]]
+            if ready:
+                promoted[m].add(ready[0])
+                return ready[0], m, milestones[milestones.index(m) + 1]
+        if queue:
+            return queue.pop(0), 0, milestones[0]
+        return None
+
+    events: list = []
+    seq = running = 0
+
+    def fill(now: float) -> None:  # every free slot takes the next job, if there is one
+        nonlocal seq, running
+        while running < slots and (job := next_job()) is not None:
+            heapq.heappush(events, (now + epoch_s(job[0]) * (job[2] - job[1]), seq, job))
+            seq += 1
+            running += 1
+
+    fill(0.0)
+    while events:
+        now, _, (number, _, to) = heapq.heappop(events)
+        running -= 1
+        reached[number] = to
+        if to < max_epochs:
+            recorded[to][number] = by_number[number].intermediate[to]
+        fill(now)
+    out = []
+    for r in grid:
+        e = reached.get(r.number, 0)
+        full = e >= max_epochs
+        out.append(dataclasses.replace(r, state="COMPLETE" if full else "PRUNED", epochs=e, full_fidelity=full,
+                                       value=r.intermediate[e] if full else None,
+                                       intermediate={k: v for k, v in r.intermediate.items() if k <= e}))
+    return out
+
+
 def what_if(grid: list, asha: list, seconds: dict, *, max_epochs: int, slots: int, seeds: list[int],
             seed: int, n_boot: int, real: tuple[int, float]) -> dict[str, Any]:
     """Replay the real ASHA setting (validation against the real run) and a few other settings/orders."""
@@ -528,15 +597,15 @@ def what_if(grid: list, asha: list, seconds: dict, *, max_epochs: int, slots: in
                   for r in check if actual.get((r.name, r.seed)) != r.epochs]
     rows = []
     total = sum(_reached(r) for r in grid)
-    for label, order in orders.items():
+    rules = {"stop (Ray)": replay_asha, "pause & promote (Li et al.)": replay_asha_promoting}
+    for (rule, replay), (label, order) in itertools.product(rules.items(), orders.items()):
         for rf in (3, 4):
             for grace in (1, 2, 3):
-                recs = replay_asha(grid, seconds, max_epochs=max_epochs, grace=grace, rf=rf, slots=slots,
-                                   order=order)
+                recs = replay(grid, seconds, max_epochs=max_epochs, grace=grace, rf=rf, slots=slots, order=order)
                 m = matched_fidelity_n0(recs, seeds=seeds, seed=seed, n_boot=n_boot)
                 signs = {p["depth"]: p["delta"] > 0 for p in m["points"]}
                 rows.append({
-                    "order": label, "reduction_factor": rf, "grace_period": grace,
+                    "rule": rule, "order": label, "reduction_factor": rf, "grace_period": grace,
                     "rungs": sorted(int(x) for x in asha_milestones(max_epochs, grace, rf)),
                     "ratio": round(sum(r.epochs for r in recs) / total, 4),
                     "full_fidelity_trials": sum(r.full_fidelity for r in recs),
@@ -752,15 +821,15 @@ def render_markdown(rep: dict[str, Any]) -> str:
               f"{val['setting']['grace_period']}, rf {val['setting']['reduction_factor']:g}) reproduces the real "
               f"ASHA run's stopping epoch for {val['trials'] - len(val['mismatches'])} of {val['trials']} trials"
               + (f" (differs: {'; '.join(val['mismatches'])})" if val["mismatches"] else "") + ".", "",
-              "| order | rf | grace | rungs | epochs ratio | full-fidelity trials | (ii) epochs compared | "
+              "| rule | order | rf | grace | rungs | epochs ratio | full-fidelity trials | (ii) epochs compared | "
               "(ii) signs by depth | (ii) n₀ | same signs as grid |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     depths = [p["depth"] for p in matched.get("points", [])]
     for w in wi["rows"]:
         mm = w["matched"]
         n0 = _fmt_n0({"status": mm["status"], "n0": mm["n0"], "ci": mm["ci"],
                       "points": [{"depth": d} for d in depths]}) if mm["status"] != "insufficient" else "–"
-        lines.append(f"| {w['order']} | {w['reduction_factor']:g} | {w['grace_period']} | {w['rungs']} | "
+        lines.append(f"| {w['rule']} | {w['order']} | {w['reduction_factor']:g} | {w['grace_period']} | {w['rungs']} | "
                      f"{w['ratio']:.3f} | {w['full_fidelity_trials']} | {mm['epochs']} | {' '.join(mm['signs'])} | "
                      f"{n0} | {'yes' if w['same_signs'] else 'no'} |")
     lines += ["", "How the ASHA answer is derived: (i) `archsearch.analysis.n0_analysis` on the ASHA study "
