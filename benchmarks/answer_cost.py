@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     report["quick"] = args.quick
     report["command"] = facts["command"]
     report["ran"] = [facts.get("started"), facts.get("finished")]
+    report["reruns"] = facts.get("reruns", [])
     if args.reanalyze is not None:
         report["reanalyzed"] = ("python benchmarks/answer_cost.py --reanalyze WORKDIR "
                                 "(the same studies, re-analysed with the current code)")
@@ -729,7 +730,11 @@ def render_markdown(rep: dict[str, Any]) -> str:
         "# Answer cost: n₀ by exhaustive grid vs ASHA" + (" (QUICK SMOKE RUN — not a result)" if rep["quick"] else ""),
         "",
         f"Command: `ARCHSEARCH_DATA=/work/shared/data/cifar10-jpg.tar.gz {rep['command']}` "
-        f"({rep['machine']['cpus']} CPU cores, {g['slots']} concurrent trials, no GPU).",
+        f"({rep['machine']['cpus']} CPU cores, {g['slots']} concurrent trials, no GPU)"
+        + "".join(f"; study retrained with `--reanalyze WORKDIR --rerun {r.split()[0]}` at {' '.join(r.split()[1:])}"
+                  for r in rep.get("reruns") or [])
+        + (f"; tables re-analysed from the stored studies with the current code (`{rep['reanalyzed'].split(' (')[0]}`)"
+           if rep.get("reanalyzed") else "") + ".",
         "",
         f"Reduced-fidelity n₀ question: plain {rep['candidates'][0]['name']} vs Multi-ResNets at equal params "
         f"({', '.join(c['name'] for c in rep['candidates'][1:])}); {len(rep['seeds'])} seeds "
