@@ -450,6 +450,14 @@ def asha_milestones(max_epochs: int, grace: int, rf: float) -> list[float]:
     return [m for m in (grace * rf**k for k in reversed(range(n))) if m < max_epochs]
 
 
+def _epoch_time(seconds: dict[tuple[str, int], float]) -> Any:
+    """Seconds per epoch of an architecture in the replays: the mean over its grid trials (1 if unknown)."""
+    per_name: dict[str, list[float]] = defaultdict(list)
+    for (name, _), sec in seconds.items():
+        per_name[name].append(sec)
+    return lambda name: float(np.mean(per_name[name])) if per_name.get(name) else 1.0
+
+
 def replay_asha(grid: list, seconds: dict, *, max_epochs: int, grace: int, rf: float, slots: int,
                 order: list) -> list:
     """Offline ASHA on the grid's own per-epoch errors: which epoch would each trial have stopped at?
@@ -469,12 +477,10 @@ def replay_asha(grid: list, seconds: dict, *, max_epochs: int, grace: int, rf: f
     seq = 0
     stopped: dict[int, int] = {}
 
-    per_name: dict[str, list[float]] = defaultdict(list)
-    for (name, _), sec in seconds.items():
-        per_name[name].append(sec)
+    epoch_s = _epoch_time(seconds)
 
     def dur(r: Any) -> float:  # one epoch time per architecture: seeds started together report in start order
-        return float(np.mean(per_name[r.name])) if per_name.get(r.name) else 1.0
+        return epoch_s(r.name)
 
     def start(now: float) -> None:
         nonlocal seq
@@ -534,13 +540,10 @@ def replay_asha_promoting(grid: list, seconds: dict, *, max_epochs: int, grace: 
     reached: dict[int, int] = {}
     by_number = {r.number: r for r in order}
     queue = [r.number for r in order]
-    per_name: dict[str, list[float]] = defaultdict(list)
-    for (name, _), sec in seconds.items():
-        per_name[name].append(sec)
+    by_name_time = _epoch_time(seconds)
 
     def epoch_s(number: int) -> float:
-        name = by_number[number].name
-        return float(np.mean(per_name[name])) if per_name.get(name) else 1.0
+        return by_name_time(by_number[number].name)
 
     def next_job() -> tuple[int, int, int] | None:  # (trial, from epoch, to epoch)
         for m in reversed(rung_epochs):
