@@ -40,13 +40,14 @@ from torch import nn
 from archsearch.errors import ArchsearchError, ConfigError, SpecError
 from archsearch.export_templates import ALLOWED_IMPORTS, module_name, render
 from archsearch.spec import ArchSpec, as_spec, parse_name
+from archsearch.train import RUNTIME_KEYS
 
 FAMILY_TITLES = {"resnet": "pre-activation ResNet", "wrn": "Wide ResNet", "multiresnet": "Multi-ResNet",
                  "postresnet": "post-activation ResNet", "dvanet": "DVANet, vanilla assembly",
                  "dmrnet": "DMRNet, merge-and-run", "warpnet": "WarpNet"}
-# Trainer settings that change how a run executes, not what it learns (left out of `.train.yaml`,
-# as the study's training fingerprint leaves them out); the seed goes on the command line.
-RUNTIME_KEYS = ("seed", "threads", "compile", "eval_batch_size", "latency")
+# Left out of `.train.yaml`: how a run executes, not what it learns (archsearch.train.RUNTIME_KEYS, as
+# the study's training fingerprint leaves them out); the seed goes on the command line.
+OMITTED_TRAIN_KEYS = frozenset({"seed", *RUNTIME_KEYS})
 CHECKPOINT_FILE = "checkpoint.pt"  # what archsearch.train writes into a trial's directory
 
 
@@ -282,7 +283,7 @@ def _train_settings(meta: dict[str, Any]) -> dict[str, Any]:
     config = meta.get("config")
     if not isinstance(config, dict):
         return {}
-    return {k: v for k, v in sorted(config.items()) if k not in RUNTIME_KEYS}
+    return {k: v for k, v in sorted(config.items()) if k not in OMITTED_TRAIN_KEYS}
 
 
 def _table(rows: list[tuple[str, Any]]) -> list[str]:

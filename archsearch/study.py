@@ -243,10 +243,10 @@ class StudyConfig(_Strict):
 
     def train_fingerprint(self) -> str:
         """Hash of everything that decides how a trial trains (minus its seed and run-time knobs)."""
-        from archsearch.train import FINGERPRINT_NEUTRAL
+        from archsearch.train import FINGERPRINT_NEUTRAL, RUNTIME_KEYS
 
         data = self._train.model_dump(mode="json")
-        for key in ("seed", "threads", "compile", "eval_batch_size", "latency"):
+        for key in ("seed", *RUNTIME_KEYS):
             data.pop(key, None)
         for key, neutral in FINGERPRINT_NEUTRAL.items():
             if data.get(key) == neutral:

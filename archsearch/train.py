@@ -47,8 +47,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 PRESET_DATASET_EPOCHS = {("wrn", "svhn"): 160, ("dmrnet", "svhn"): 40}
 
-# Config keys that do not change what is computed: they may differ between a run and its resume.
-_RESUME_FREE = {"threads", "compile", "eval_batch_size", "latency"}
+# Config keys that do not change what is computed: they may differ between a run and its resume, and
+# a study's training fingerprint and an export's training recipe leave them out (with the seed).
+RUNTIME_KEYS = frozenset({"threads", "compile", "eval_batch_size", "latency"})
 # Options added after studies were first stored: at these values they change nothing, so a study's
 # training fingerprint leaves them out and studies created before the option existed still resume.
 FINGERPRINT_NEUTRAL: dict[str, Any] = {"precise_bn": 0}
@@ -373,7 +374,7 @@ def _check_resume(ckpt: dict[str, Any], config: TrainConfig, name: str, data: st
         raise ConfigError(f"{where}: checkpoint was trained on {ckpt['data']}, not {data}")
     now = config.model_dump(mode="json")
     for key, old in ckpt["config"].items():
-        if key not in _RESUME_FREE and now.get(key) != old:
+        if key not in RUNTIME_KEYS and now.get(key) != old:
             raise ConfigError(f"{where}: checkpoint was trained with {key}={old!r}, not {now.get(key)!r}")
 
 
