@@ -27,6 +27,7 @@ class _Running:
     epoch: int = 0
     val_error: float | None = None
     resumed_from: int | None = None
+    paused: bool = False
 
 
 @dataclass
@@ -64,6 +65,23 @@ class StudyProgress:
             r = self._running.get(number)
             if r is not None:
                 r.epoch, r.val_error = epoch, val_error
+
+    def trial_paused(self, number: int, epoch: int) -> None:
+        """Waiting at an ASHA rung for a promotion (`asha.rule: promote`): holds no slot."""
+        self._set_paused(number, True, epoch)
+
+    def trial_resumed(self, number: int) -> None:
+        self._set_paused(number, False)
+
+    def _set_paused(self, number: int, paused: bool, epoch: int | None = None) -> None:
+        with self._lock:
+            r = self._running.get(number)
+            if r is not None:
+                r.paused = paused
+                r.epoch = r.epoch if epoch is None else epoch
+        if self._live is None and r is not None:
+            what = f"paused   #{number} {r.name} at epoch {r.epoch}" if paused else f"promoted #{number} {r.name}"
+            self.console.print(what, highlight=False, markup=False, soft_wrap=True)
 
     def trial_ended(self, number: int, state: str, value: float | None, reason: str | None = None) -> None:
         with self._lock:
@@ -106,7 +124,10 @@ class StudyProgress:
         eta_s = "" if eta is None else f" · ETA ~{_fmt_s(eta)}"
         target = f"/{self.n_trials}" if self.n_trials else ""
         done = self.counted_before + c.get("COMPLETE", 0) + c.get("PRUNED", 0)
-        return (f"{done}{target} done · {len(self._running)} running · {c.get('COMPLETE', 0)} complete · "
+        paused = sum(r.paused for r in self._running.values())
+        waiting = f" · {paused} paused" if paused else ""
+        return (f"{done}{target} done · {len(self._running) - paused} running{waiting} · "
+                f"{c.get('COMPLETE', 0)} complete · "
                 f"{c.get('PRUNED', 0)} pruned · {c.get('FAIL', 0)} failed · {best} · "
                 f"{_fmt_s(time.time() - self._start)}{eta_s}")
 
@@ -117,7 +138,8 @@ class StudyProgress:
                 table.add_column(col)
             now = time.time()
             for r in sorted(self._running.values(), key=lambda r: r.number):
-                table.add_row(f"#{r.number}", r.name, str(r.seed), f"{r.epoch}/{self.max_epochs}",
+                epoch = f"{r.epoch}/{self.max_epochs}" + (" paused" if r.paused else "")
+                table.add_row(f"#{r.number}", r.name, str(r.seed), epoch,
                               "-" if r.val_error is None else f"{r.val_error:.2f}%", _fmt_s(now - r.started))
             return Group(Text(self.headline()), table)
 

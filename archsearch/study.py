@@ -10,7 +10,8 @@
     n_trials: 12                     # (architecture, seed) trials that end COMPLETE or PRUNED
     time_budget: 2h                  # no trial starts after it (running ones finish); or seconds
     seeds: 1                         # seeds per architecture (train.seed, +1, ...) or a list
-    asha: {max_epochs: 3, grace_period: 1, reduction_factor: 3}   # or null: no early stopping
+    asha: {max_epochs: 3, grace_period: 1, reduction_factor: 3}   # or null: no early stopping;
+                                     # rule: stop (Ray's ASHA, default) | promote (pause at rungs, Li et al.)
     resources: {cpus: 1, gpus: 0.5, max_concurrent: null}           # per trial
     data: null                       # dataset archive/folder; null: ARCHSEARCH_DATA
     train: {epochs: 3, subset: 512, val_size: 256, batch_size: 64}  # archsearch.train.TrainConfig
@@ -80,11 +81,18 @@ class _Strict(BaseModel):
 
 
 class AshaConfig(_Strict):
-    """Ray's ASHAScheduler on the `epoch` axis; `max_epochs` defaults to `train.epochs`."""
+    """ASHA on the `epoch` axis; `max_epochs` defaults to `train.epochs`.
+
+    `rule: stop` is Ray's ASHAScheduler: a trial arriving at a rung below the rung's top 1/rf so far
+    stops at once. `rule: promote` is ASHA as published (Li et al. 2020): a trial pauses at each rung
+    (checkpointed) and a free slot resumes the best paused trial in its rung's top ⌊n/rf⌋, highest
+    rung first, before it starts a new trial; trials never promoted end PRUNED when nothing is left.
+    """
 
     max_epochs: int | None = Field(None, ge=1)
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(3, gt=1)
+    rule: Literal["stop", "promote"] = "stop"
 
 
 class Resources(_Strict):
@@ -451,7 +459,8 @@ def describe_plan(config: StudyConfig, space: Any, existing: str | None = None, 
     if config.asha is not None:
         rungs = [r for r in asha_rungs(E, config.asha.grace_period, config.asha.reduction_factor) if r < E]
         est = expected_epochs(E, rungs, config.asha.reduction_factor)
-        lines.append(f"  ASHA           rungs at epochs {rungs or '-'} (keep top 1/{config.asha.reduction_factor:g}); "
+        rule = "stop below the top" if config.asha.rule == "stop" else "pause at each rung, promote the top"
+        lines.append(f"  ASHA           rungs at epochs {rungs or '-'} ({rule} 1/{config.asha.reduction_factor:g}); "
                      f"about {est:.1f} epochs per trial")
     else:
         lines.append("  ASHA           off: every trial trains all epochs")

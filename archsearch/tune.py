@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from archsearch.errors import ConfigError
 from archsearch.storage import (
@@ -146,6 +146,11 @@ def trial_main(config: dict[str, Any]) -> None:
     train_config = make_config(config["train"], **overrides)
     ckpt_dir = Path(config["checkpoint_dir"])
     persist = bool(config.get("ray_checkpoints"))
+    restored = ray.tune.get_checkpoint()  # resumed after an ASHA pause, maybe on another node
+    if restored is not None and not (ckpt_dir / "checkpoint.pt").exists():
+        with restored.as_directory() as folder:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(folder) / "checkpoint.pt", ckpt_dir / "checkpoint.pt")
 
     def report(epoch: int, metrics: dict[str, Any]) -> None:
         payload = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
@@ -183,15 +188,26 @@ class _Live:
     final: dict[str, Any] | None = None
     resumed_from: int | None = None
     train_seconds: float = 0.0  # Σ epoch_seconds trained in this session
-    trial_seconds: float = 0.0  # wall time inside the trainable up to its last report
+    trial_seconds: float = 0.0  # wall time inside the trainable up to its last report (all its runs)
+    segment_seconds: float = 0.0  # ... in the current run (a trial paused at a rung runs again later)
+    trial_seconds_before: float = 0.0
     precision: str | None = None
+    pauses: list[int] = field(default_factory=list)  # epochs it waited at an ASHA rung (rule: promote)
+
+
+class RayClasses(NamedTuple):
+    RungASHA: type
+    PromotingASHA: type
+    OptunaSearcher: type
+    TrialEvents: type
 
 
 @functools.cache
-def _ray_classes() -> tuple[type, type, type]:
-    """Searcher, scheduler and callback classes (built on first use so importing us skips Ray)."""
+def _ray_classes() -> RayClasses:
+    """Scheduler, searcher and callback classes (built on first use so importing us skips Ray)."""
     from ray.tune import Callback
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import Searcher
 
     class RungASHA(ASHAScheduler):
@@ -222,6 +238,106 @@ def _ray_classes() -> tuple[type, type, type]:
                 self.stopped.add(trial.trial_id)
             return action
 
+    class PromotingASHA(FIFOScheduler):
+        """ASHA as published (Li et al. 2020, Algorithm 2) on epochs: pause at a rung, promote later.
+
+        A trial reaching a rung is recorded there and then asks for its next job like a freed worker:
+        the best not-yet-promoted trial in the top ⌊n/η⌋ of the highest rung that has one (n = the
+        trials recorded there so far). If that is itself it continues; otherwise it pauses (Tune keeps
+        its last checkpoint) and the free slot resumes the chosen paused trial, or, when no rung has
+        one to promote, starts a new trial (the searcher asks `promotion_waiting` first). When no new
+        trial may start and nothing runs or can be promoted, the trials still paused are stopped: the
+        searcher records them PRUNED. No rung at the last epoch, as with `RungASHA`.
+        """
+
+        def __init__(self, max_epochs: int, grace_period: int, reduction_factor: float) -> None:
+            from archsearch.study import asha_rungs
+
+            super().__init__()
+            self._metric, self._mode = "val_error", "min"
+            self.eta = float(reduction_factor)
+            self.milestones = [m for m in asha_rungs(max_epochs, grace_period, reduction_factor) if m < max_epochs]
+            self.rungs: dict[int, dict[str, float]] = {m: {} for m in self.milestones}
+            self.promoted: dict[int, set[str]] = {m: set() for m in self.milestones}
+            self.paused: dict[str, int] = {}  # trial id -> the rung it waits at
+            self.stopped: set[str] = set()
+            self.may_start_new: Any = lambda: False  # the searcher's answer: can a new trial still start?
+            self.may_promote: Any = lambda: True  # False after the study's time budget
+            self.on_pause: Any = lambda trial_id, epoch: None
+            self.on_promote: Any = lambda trial_id: None
+
+        def seed(self, key: str, values: dict[int, float]) -> None:
+            """Record a stored trial at the rungs it reached; having gone past a rung means promoted."""
+            for m in self.milestones:
+                if m in values:
+                    self.rungs[m].setdefault(key, float(values[m]))
+                if any(e > m for e in values):
+                    self.promoted[m].add(key)
+
+        def _rungs_due(self, trial_id: str, epoch: int) -> list[int]:
+            """Rungs at or below `epoch` the trial has not been promoted from (it may not train past them)."""
+            return [m for m in self.milestones if m <= epoch and trial_id not in self.promoted[m]]
+
+        def _next_job(self, candidates: set[str]) -> tuple[int, str] | None:
+            """(rung, trial id) that Algorithm 2's get_job promotes among `candidates`, or None."""
+            for m in reversed(self.milestones):
+                ranked = sorted(self.rungs[m].items(), key=lambda kv: (kv[1], kv[0]))
+                top = ranked[: int(len(ranked) // self.eta)]
+                for key, _ in top:
+                    if key not in self.promoted[m] and key in candidates:
+                        return m, key
+            return None
+
+        def promotion_waiting(self) -> bool:
+            """Is a paused trial due for promotion (the searcher then starts nothing new)?"""
+            return bool(self.paused) and self.may_promote() and self._next_job(set(self.paused)) is not None
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            tid = trial.trial_id
+            epoch = int(result.get("epoch", 0) or 0)
+            if result.get("final") or result.get("val_error") is None:
+                return self.CONTINUE
+            for rung in self._rungs_due(tid, epoch):  # one, unless a continuation went past a rung unjudged
+                self.rungs[rung].setdefault(tid, float(result["val_error"]))
+                job = self._next_job(set(self.paused) | {tid}) if self.may_promote() else None
+                if job != (rung, tid):
+                    self.paused[tid] = rung
+                    self.on_pause(tid, epoch)
+                    return self.PAUSE
+                self.promoted[rung].add(tid)
+            return self.CONTINUE
+
+        def choose_trial_to_run(self, tune_controller: Any) -> Any:
+            trials = tune_controller.get_trials()
+            by_id = {t.trial_id: t for t in trials}
+            for tid in [t for t in self.paused if by_id.get(t) is None or by_id[t].status != Trial.PAUSED]:
+                if by_id.get(tid) is None or by_id[tid].is_finished():
+                    self.paused.pop(tid)  # ended while paused (e.g. stopped): nothing to promote
+            ready = {t for t in self.paused if by_id[t].status == Trial.PAUSED}
+            job = self._next_job(ready) if ready and self.may_promote() else None
+            if job is not None:
+                rung, tid = job
+                self.promoted[rung].add(tid)
+                del self.paused[tid]
+                self.on_promote(tid)
+                return by_id[tid]
+            for t in trials:
+                if t.status == Trial.PENDING:
+                    return t
+            busy = any(t.status in (Trial.PENDING, Trial.RUNNING) for t in trials)
+            if ready and not busy and not self.may_start_new():
+                for tid in sorted(ready):  # nothing will ever promote them: the study is over
+                    self.stopped.add(tid)
+                    del self.paused[tid]
+                    tune_controller.stop_trial(by_id[tid])
+            return None
+
+        def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+            self.paused.pop(trial.trial_id, None)
+
+        def debug_string(self) -> str:
+            return f"ASHA (pause & promote) rungs {self.milestones}, {len(self.paused)} paused"
+
     class OptunaSearcher(Searcher):
         """Ray Tune searcher over Optuna ask/tell (see the module docstring)."""
 
@@ -244,6 +360,8 @@ def _ray_classes() -> tuple[type, type, type]:
             self.interrupted = False
             self.started = 0
             self.trial_seconds: list[tuple[int, float, float]] = []  # (number, train s, trial s)
+            self.slot_spans: list[tuple[int, float, float]] = []  # (number, start, end): a slot held
+            self._holding: dict[str, tuple[int, float]] = {}
             self.seeds_used: dict[str, set[int]] = {}
             for t in trials:
                 name = t.user_attrs.get("name") or self._name_of(t.params)
@@ -291,8 +409,10 @@ def _ray_classes() -> tuple[type, type, type]:
             queued, new = self._may_start()
             if not (queued or new):
                 return None if (self.live or self.errored) else Searcher.FINISHED
-            if self.slots is not None and len(self.live) >= self.slots:
+            if self.slots is not None and self.running() >= self.slots:
                 return None  # ask Optuna only when a slot is free: RUNNING means running, TPE sees more
+            if getattr(self.scheduler, "promotion_waiting", lambda: False)():
+                return None  # ASHA's get_job: a due promotion takes the free slot before a new trial
             try:
                 with quiet_optuna():
                     trial = retry(self.study.ask)
@@ -340,6 +460,7 @@ def _ray_classes() -> tuple[type, type, type]:
             if attrs.get("resume_checkpoint"):
                 self._continue_from(live, Path(attrs["resume_checkpoint"]), ckpt_dir, trial_id)
             self.live[trial_id] = live
+            self._hold(trial_id, number)
             self.started += 1
             self.progress.trial_started(number, spec.name, live.seed, live.resumed_from)
             return {
@@ -351,6 +472,36 @@ def _ray_classes() -> tuple[type, type, type]:
                 "checkpoint_dir": str(ckpt_dir),
                 "inject_nan": number in self.inject_nan,
             }
+
+        def _hold(self, trial_id: str, number: int) -> None:
+            self._holding[trial_id] = (number, time.time())
+
+        def _release(self, trial_id: str) -> None:
+            held = self._holding.pop(trial_id, None)
+            if held is not None:
+                self.slot_spans.append((held[0], held[1], time.time()))
+
+        def running(self) -> int:
+            """Trials holding a slot: live ones minus those paused at an ASHA rung."""
+            paused = getattr(self.scheduler, "paused", {})
+            return sum(tid not in paused for tid in self.live)
+
+        def may_start_new(self) -> bool:
+            return any(self._may_start())
+
+        def trial_paused(self, trial_id: str, epoch: int) -> None:
+            live = self.live.get(trial_id)
+            if live is not None:
+                self._release(trial_id)
+                live.pauses.append(epoch)
+                self._guard(lambda: self._attr(live.trial, "asha_pauses", list(live.pauses)))
+                self.progress.trial_paused(live.number, epoch)
+
+        def trial_promoted(self, trial_id: str) -> None:
+            live = self.live.get(trial_id)
+            if live is not None:
+                self._hold(trial_id, live.number)
+                self.progress.trial_resumed(live.number)
 
         def _continue_from(self, live: _Live, src: Path, ckpt_dir: Path, trial_id: str) -> None:
             """Start from the interrupted trial's checkpoint: copy it, carry its per-epoch history."""
@@ -395,7 +546,11 @@ def _ray_classes() -> tuple[type, type, type]:
             elif epoch >= 1 and epoch not in live.values and result.get("epoch_seconds") is not None:
                 live.train_seconds += float(result["epoch_seconds"])
             if result.get("trial_seconds") is not None:
-                live.trial_seconds = max(live.trial_seconds, float(result["trial_seconds"]))
+                seconds = float(result["trial_seconds"])
+                if seconds < live.segment_seconds:  # resumed after an ASHA pause: a new trainable run
+                    live.trial_seconds_before += live.segment_seconds
+                live.segment_seconds = seconds
+                live.trial_seconds = live.trial_seconds_before + seconds
             if result.get("precision") and live.precision is None:
                 live.precision = str(result["precision"])  # what `amp: auto` resolved to on that worker
                 self._attr(live.trial, "precision", live.precision)
@@ -410,6 +565,7 @@ def _ray_classes() -> tuple[type, type, type]:
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             live = self.live.pop(trial_id, None)
+            self._release(trial_id)
             if live is None:
                 return
             if result:
@@ -430,6 +586,7 @@ def _ray_classes() -> tuple[type, type, type]:
 
         def trial_errored(self, trial_id: str, reason: str) -> None:
             live = self.errored.pop(trial_id, None) or self.live.pop(trial_id, None)
+            self._release(trial_id)
             if live is not None:
                 self.failures += 1
                 self._guard(lambda: self._tell_live(live, "FAIL", reason))
@@ -447,6 +604,8 @@ def _ray_classes() -> tuple[type, type, type]:
                 self.interrupted = True
                 self._guard(lambda live=live: self._tell_live(live, "FAIL", INTERRUPTED))
             self.live.clear()
+            for trial_id in list(self._holding):
+                self._release(trial_id)
 
         def _guard(self, fn: Any) -> None:
             try:
@@ -501,7 +660,7 @@ def _ray_classes() -> tuple[type, type, type]:
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.searcher.trial_errored(trial.trial_id, _error_reason(trial))
 
-    return RungASHA, OptunaSearcher, TrialEvents
+    return RayClasses(RungASHA, PromotingASHA, OptunaSearcher, TrialEvents)
 
 
 def _error_reason(trial: Any) -> str:
@@ -631,10 +790,11 @@ def run_study(config: StudyConfig, *, resume: bool = False, address: str | None 
         lock.acquire()
         interrupted = mark_interrupted(study)
         continued = enqueue_continuations(study)
-        RungASHA, OptunaSearcher, TrialEvents = _ray_classes()
+        ray_classes = _ray_classes()
         scheduler = None
         if config.asha is not None:
-            scheduler = RungASHA(config.max_epochs, config.asha.grace_period, config.asha.reduction_factor)
+            rule = ray_classes.PromotingASHA if config.asha.rule == "promote" else ray_classes.RungASHA
+            scheduler = rule(config.max_epochs, config.asha.grace_period, config.asha.reduction_factor)
             seed_rungs(scheduler, study)
         slots = _slots(config, address)
         deadline = t_start + config.time_budget if config.time_budget else None
@@ -644,18 +804,24 @@ def run_study(config: StudyConfig, *, resume: bool = False, address: str | None 
                                  counted_before=counted_before, **kwargs)
         static = trial_static(config)
         n_trials = config.n_trials
-        searcher = OptunaSearcher(study, prep.space, config, scheduler=scheduler, progress=progress, static=static,
-                                  n_trials=n_trials, deadline=deadline, inject_nan=_inject_nan(),
-                                  slots=None if address else slots)
+        searcher = ray_classes.OptunaSearcher(study, prep.space, config, scheduler=scheduler, progress=progress,
+                                              static=static, n_trials=n_trials, deadline=deadline,
+                                              inject_nan=_inject_nan(), slots=_searcher_slots(config, address, slots))
+        promoting = isinstance(scheduler, ray_classes.PromotingASHA)
+        if promoting:
+            scheduler.may_start_new = searcher.may_start_new
+            scheduler.may_promote = lambda: deadline is None or time.time() < deadline
+            scheduler.on_pause, scheduler.on_promote = searcher.trial_paused, searcher.trial_promoted
         run_name = time.strftime("session-%Y%m%d-%H%M%S")
         tuner = tune.Tuner(
             with_trial_resources(trial_main, config.resources),
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
-                                        max_concurrent_trials=config.resources.max_concurrent, reuse_actors=True,
+                                        max_concurrent_trials=None if promoting else config.resources.max_concurrent,
+                                        reuse_actors=True,
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(
                 name=run_name, storage_path=str(config.run_dir / "ray"), verbose=0,
-                callbacks=[TrialEvents(searcher)],
+                callbacks=[ray_classes.TrialEvents(searcher)],
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
@@ -679,7 +845,7 @@ def run_study(config: StudyConfig, *, resume: bool = False, address: str | None 
             session_interrupted=searcher.interrupted, marked_interrupted=interrupted,
             continued=[c[0] for c in continued],
             started=searcher.started, wall_seconds=t_end - t_start, fit_seconds=t_end - t_fit, slots=slots,
-            trial_seconds=searcher.trial_seconds,
+            trial_seconds=searcher.trial_seconds, slot_spans=searcher.slot_spans,
         )
         return out
     finally:
@@ -721,6 +887,19 @@ def check_cluster(config: StudyConfig) -> None:
 def _trial_name(trial: Any) -> str:
     """Ray's trial folder: runs/<study>/ray/<session>/trial-<optuna number>."""
     return f"trial-{trial.config.get('number', trial.trial_id)}"
+
+
+def _searcher_slots(config: StudyConfig, address: str | None, slots: int) -> int | None:
+    """The searcher's own limit on trials holding a slot at once (None: Ray's resources decide).
+
+    On a local Ray the slots are known. On a cluster (which may grow) only `max_concurrent` limits it
+    and, under `asha.rule: promote`, the searcher enforces that itself: Ray's ConcurrencyLimiter would
+    count trials paused at a rung as running and never start another.
+    """
+    if not address:
+        return slots
+    promoting = config.asha is not None and config.asha.rule == "promote"
+    return config.resources.max_concurrent if promoting else None
 
 
 def _slots(config: StudyConfig, address: str | None) -> int:

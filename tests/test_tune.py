@@ -32,6 +32,7 @@ from rich.console import Console
 from archsearch.progress import StudyProgress
 from archsearch.storage import INTERRUPTED, open_storage
 from archsearch.study import Resources, load_study
+from archsearch.tune import _ray_classes
 
 DATA = os.environ.get("ARCHSEARCH_DATA", str(Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg.tar.gz"))
 TINY_SPACE = {"candidates": [{"name": "resnet-8"}, {"name": "multiresnet-8-k2"}, {"name": "dmrnet-8"}]}
@@ -109,7 +110,7 @@ def make_searcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **changes: An
     prep = prepare(config, resume=True)
     study = open_study(prep)
     progress = StudyProgress("unit", config.n_trials, config.max_epochs, console=Console(file=io.StringIO()))
-    _, OptunaSearcher, _ = _ray_classes()
+    OptunaSearcher = _ray_classes().OptunaSearcher
     return OptunaSearcher(study, load_space_of(config), config, scheduler=FakeScheduler(), progress=progress,
                           static={"train": {}}, n_trials=config.n_trials, deadline=None, inject_nan={2})
 
@@ -259,9 +260,7 @@ def test_continuation_carries_checkpoint_history_into_optuna_and_asha(tmp_path: 
 
 
 def test_asha_rungs_rebuilt_from_stored_values_decide_as_before() -> None:
-    from archsearch.tune import _ray_classes
-
-    RungASHA, _, _ = _ray_classes()
+    RungASHA = _ray_classes().RungASHA
 
     @dataclass
     class T:
@@ -292,6 +291,89 @@ def test_asha_rungs_rebuilt_from_stored_values_decide_as_before() -> None:
     assert decisions_before + decisions(resumed, ["t2", "t3"]) == expected
     assert resumed.stopped == {"t2", "t3"}
     assert decisions(RungASHA(4, 1, 2), ["t2", "t3"]) != expected[-3:]  # empty rungs would have let t2 go on
+
+
+@dataclass
+class FakeTrial:
+    trial_id: str
+    status: str = "RUNNING"
+
+    def is_finished(self) -> bool:
+        return self.status in ("TERMINATED", "ERROR")
+
+
+class FakeController:
+    def __init__(self, trials: list[FakeTrial]) -> None:
+        self.trials = trials
+        self.stopped: list[str] = []
+
+    def get_trials(self) -> list[FakeTrial]:
+        return self.trials
+
+    def stop_trial(self, trial: FakeTrial) -> None:
+        self.stopped.append(trial.trial_id)
+        trial.status = "TERMINATED"
+
+
+def test_promoting_asha_pauses_at_rungs_and_promotes_as_published() -> None:
+    """Li et al. 2020, Algorithm 2 with η = 2, rungs at epochs 1 and 2 of 4, worked by hand."""
+    PromotingASHA = _ray_classes().PromotingASHA
+    asha = PromotingASHA(4, 1, 2)
+    assert asha.milestones == [1, 2]  # no rung at the last epoch
+    new_allowed = [True]
+    asha.may_start_new = lambda: new_allowed[0]
+    trials = {f"t{i}": FakeTrial(f"t{i}") for i in range(6)}
+    ctl = FakeController(list(trials.values()))
+
+    def arrive(tid: str, epoch: int, err: float) -> str:
+        action = asha.on_trial_result(ctl, trials[tid], {"epoch": epoch, "val_error": err})
+        if action == "PAUSE":
+            trials[tid].status = "PAUSED"
+        return action
+
+    def run_next() -> str | None:
+        chosen = asha.choose_trial_to_run(ctl)
+        if chosen is None:
+            return None
+        chosen.status = "RUNNING"
+        return chosen.trial_id
+
+    assert arrive("t0", 1, 80.0) == "PAUSE"  # alone in its rung: top ⌊1/2⌋ = 0
+    assert asha.on_trial_result(ctl, trials["t1"], {"epoch": 0, "val_error": 99.0}) == "CONTINUE"  # no rung yet
+    assert arrive("t1", 1, 85.0) == "PAUSE"  # rung 1's top 1 is t0, paused: t0 is the job, not t1
+    assert asha.promotion_waiting()
+    assert run_next() == "t0" and not asha.promotion_waiting()
+    assert run_next() is None  # t1 is not in the top half: it stays paused
+    assert arrive("t2", 1, 70.0) == "CONTINUE"  # 3 in rung 1, top 1 = t2 itself
+    assert arrive("t0", 2, 60.0) == "PAUSE"  # alone in rung 2; rung 1's top is promoted already
+    assert arrive("t3", 1, 82.0) == "PAUSE"  # 4 in rung 1, top 2 = t2, t0: both promoted
+    assert arrive("t2", 2, 65.0) == "PAUSE"  # rung 2's top 1 = t0, paused: due
+    assert arrive("t4", 1, 90.0) == "PAUSE"
+    assert arrive("t5", 1, 95.0) == "PAUSE"  # 6 in rung 1: top 3 now holds t3 (82), due as well
+    assert run_next() == "t0"  # the highest rung's promotion goes first ...
+    assert run_next() == "t3"  # ... then rung 1's
+    assert run_next() is None and sorted(asha.paused) == ["t1", "t2", "t4", "t5"]
+    assert asha.on_trial_result(ctl, trials["t0"], {"epoch": 3, "val_error": 55.0}) == "CONTINUE"  # past rung 2
+    trials["t0"].status = "TERMINATED"
+    assert arrive("t3", 2, 58.0) == "CONTINUE"  # rung 2 {60, 65, 58}: top 1 = t3 itself
+    trials["t3"].status = "TERMINATED"
+    assert run_next() is None and not ctl.stopped  # new trials may still come: keep waiting
+    new_allowed[0] = False
+    assert run_next() is None
+    assert sorted(ctl.stopped) == ["t1", "t2", "t4", "t5"] == sorted(asha.stopped)  # never promoted: PRUNED
+    assert not asha.paused
+
+    # After a crash the rungs are rebuilt: being recorded past a rung means having been promoted there.
+    rebuilt = PromotingASHA(4, 1, 2)
+    rebuilt.seed("optuna-0", {1: 80.0, 2: 60.0, 3: 55.0})
+    rebuilt.seed("optuna-1", {1: 85.0})
+    assert rebuilt.rungs == {1: {"optuna-0": 80.0, "optuna-1": 85.0}, 2: {"optuna-0": 60.0}}
+    assert rebuilt.promoted == {1: {"optuna-0"}, 2: {"optuna-0"}}
+    late = FakeTrial("c")
+    # a continuation that went past rungs unjudged is judged at each, lowest first, at its first result
+    assert rebuilt.on_trial_result(FakeController([late]), late, {"epoch": 2, "val_error": 70.0}) == "PAUSE"
+    assert rebuilt.rungs[1]["c"] == rebuilt.rungs[2]["c"] == 70.0
+    assert "c" in rebuilt.promoted[1] and rebuilt.paused == {"c": 2}  # top of rung 1, not of rung 2
 
 
 # ---------------------------------------------------------------------------------- placement (logical GPUs)
@@ -566,6 +648,45 @@ def test_sigkill_then_resume_loses_nothing(tmp_path: Path) -> None:
     counted = [t for t in after.values() if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(counted) == 4
     assert "continued interrupted trials" in out
+
+
+@needs_data
+def test_promote_rule_pauses_resumes_exactly_and_prunes_the_rest(tmp_path: Path) -> None:
+    """`asha.rule: promote` on Ray: paused trials resume from their checkpoints bit for bit.
+
+    One slot, so the run is deterministic; the first trial is alone in rung 1 and must pause there.
+    Every trial's per-epoch errors are compared with the same (architecture, seed) trained straight
+    through in this process, so a resume that lost or replayed anything would show.
+    """
+    from archsearch.train import make_config, train
+
+    data = study_dict("promote", n_trials=6, seeds=2, report=False, export_top=0,
+                      asha={"max_epochs": 3, "grace_period": 1, "reduction_factor": 2, "rule": "promote"},
+                      resources={"cpus": 1, "gpus": 0, "max_concurrent": 1}, train={**TRAIN, "latency": False})
+    study_file = write_study(tmp_path, data)
+    rc, out = finish(cli("run", str(study_file), cwd=tmp_path), 300)
+    assert rc == 0, out[-4000:]
+    trials = load(f"sqlite:///{tmp_path}/runs/promote/study.db", "promote").get_trials(deepcopy=False)
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 6 == len(states), states
+    assert states.count("COMPLETE") >= 1 and states.count("PRUNED") >= 1, states
+    assert trials[0].user_attrs["asha_pauses"][0] == 1
+    resumed = [t for t in trials if min(t.user_attrs.get("asha_pauses", [3])) < t.user_attrs["epochs"]]
+    assert resumed, "no paused trial was ever promoted"
+    assert "promoted #" in out and "paused   #" in out
+    config = load_study(study_file).train_config
+    straight: dict[tuple[str, int], list[float]] = {}
+    for t in trials:
+        ua = t.user_attrs
+        assert sorted(t.intermediate_values) == list(range(1, ua["epochs"] + 1))
+        if t.state.name == "PRUNED":  # paused at a rung and never promoted
+            assert ua["epochs"] in (1, 2) and ua["asha_pauses"][-1] == ua["epochs"]
+        key = (ua["name"], ua["seed"])
+        if key not in straight:  # the same schedule (all 3 epochs), read at the epochs the trial reached
+            straight[key] = []
+            train(json.loads(ua["spec"]), make_config(config.model_dump(mode="json"), seed=ua["seed"], threads=1), data=DATA,
+                  report=lambda e, m, k=key: straight[k].append(m["val_error"]), device="cpu")
+        assert [t.intermediate_values[e] for e in range(1, ua["epochs"] + 1)] == straight[key][: ua["epochs"]]
 
 
 # ---------------------------------------------------------------------------------- PostgreSQL
