@@ -15,6 +15,10 @@ The only module that imports Ray (lazily: `archsearch run --dry-run` never pays 
   After a resume the rung cut-offs are rebuilt by feeding every stored trial's intermediate values
   into the scheduler's rungs (`RungASHA.seed`), and a continued trial carries its checkpoint's
   history, so ASHA decides exactly as it would have without the crash.
+- `asha.rule: promote` swaps in `PromotingASHA` (ASHA as published): trials pause at rungs (Tune keeps
+  their checkpoint, the trainer resumes from it exactly), a paused trial holds no slot, and the searcher
+  starts a new trial only when no promotion is due. Ray's ConcurrencyLimiter would count paused trials
+  as running, so under this rule the searcher enforces `max_concurrent` itself.
 - Resume never uses `Tuner.restore`: a new Ray experiment starts on the same Optuna study (see
   `archsearch.storage`), so already-finished trials are never told twice.
 """
@@ -189,8 +193,7 @@ class _Live:
     resumed_from: int | None = None
     train_seconds: float = 0.0  # Σ epoch_seconds trained in this session
     trial_seconds: float = 0.0  # wall time inside the trainable up to its last report (all its runs)
-    segment_seconds: float = 0.0  # ... in the current run (a trial paused at a rung runs again later)
-    trial_seconds_before: float = 0.0
+    trial_seconds_before: float = 0.0  # ... in its runs before the last ASHA pause (rule: promote)
     precision: str | None = None
     pauses: list[int] = field(default_factory=list)  # epochs it waited at an ASHA rung (rule: promote)
 
@@ -501,6 +504,7 @@ def _ray_classes() -> RayClasses:
             live = self.live.get(trial_id)
             if live is not None:
                 self._hold(trial_id, live.number)
+                live.trial_seconds_before = live.trial_seconds  # the trainable starts again, its clock at 0
                 self.progress.trial_resumed(live.number)
 
         def _continue_from(self, live: _Live, src: Path, ckpt_dir: Path, trial_id: str) -> None:
@@ -546,11 +550,7 @@ def _ray_classes() -> RayClasses:
             elif epoch >= 1 and epoch not in live.values and result.get("epoch_seconds") is not None:
                 live.train_seconds += float(result["epoch_seconds"])
             if result.get("trial_seconds") is not None:
-                seconds = float(result["trial_seconds"])
-                if seconds < live.segment_seconds:  # resumed after an ASHA pause: a new trainable run
-                    live.trial_seconds_before += live.segment_seconds
-                live.segment_seconds = seconds
-                live.trial_seconds = live.trial_seconds_before + seconds
+                live.trial_seconds = live.trial_seconds_before + float(result["trial_seconds"])
             if result.get("precision") and live.precision is None:
                 live.precision = str(result["precision"])  # what `amp: auto` resolved to on that worker
                 self._attr(live.trial, "precision", live.precision)

@@ -66,6 +66,8 @@ ROOT = HERE.parent
 STUDIES = {"grid": ROOT / "studies" / "answer_cost_grid.yaml", "asha": ROOT / "studies" / "answer_cost_asha.yaml"}
 SEED = 0  # bootstrap seed of every interval (training seeds are the studies' [0, 1, 2])
 TARGET_RATIO = 0.25
+RULES = {"stop": "Ray's: a trial below its rung's top 1/η on arrival stops",
+         "promote": "as published, Li et al. 2020: pause at each rung, promote the top 1/η later"}
 FACTS = "answer_cost_facts.json"  # per-study run facts kept in the workdir (for --reanalyze)
 QUICK = ["train.epochs=3", "train.subset=128", "train.val_size=128", "train.batch_size=32", "seeds=[0, 1]"]
 
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-boot", type=int, default=2000)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of both study files (YAML value), e.g. train.subset=2000")
+    parser.add_argument("--asha-set", dest="asha_overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of the ASHA study only, e.g. asha.rule=promote (kept for --reanalyze)")
     parser.add_argument("--reanalyze", type=Path, default=None, metavar="WORKDIR",
                         help="no training: rebuild the report from the studies a previous run left in WORKDIR")
     parser.add_argument("--rerun", choices=sorted(STUDIES), action="append", default=[],
@@ -99,12 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.reanalyze.resolve()
         facts = json.loads((workdir / FACTS).read_text())
         args.quick, args.overrides = facts["quick"], facts["overrides"]
+        if "asha" in args.rerun and args.asha_overrides:
+            facts["asha_overrides"] = args.asha_overrides
+        args.asha_overrides = facts.get("asha_overrides", [])
     else:
         workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="archsearch-answer-cost-"))).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        facts = {"quick": args.quick, "overrides": args.overrides, "studies": {},
+        facts = {"quick": args.quick, "overrides": args.overrides, "asha_overrides": args.asha_overrides,
+                 "studies": {},
                  "command": "python benchmarks/answer_cost.py" + (" --quick" if args.quick else "")
-                 + "".join(f" --set {o}" for o in args.overrides),
+                 + "".join(f" --set {o}" for o in args.overrides)
+                 + "".join(f" --asha-set {o}" for o in args.asha_overrides),
                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     out = args.out or (workdir / "answer_cost_quick" if args.quick else HERE / "results" / "answer_cost")
     out = out.resolve()
@@ -119,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             epochs = [o.split("=", 1)[1] for o in overrides if o.replace(" ", "").startswith("train.epochs=")]
             if key == "asha" and epochs:  # the ASHA study's max_epochs follows train.epochs
                 extra.append(f"asha.max_epochs={epochs[-1]}")
+            if key == "asha":
+                extra += args.asha_overrides
             configs[key] = load_study(path, overrides + extra)
         if args.reanalyze is None:
             facts["branch_strategy_prewarm"] = prewarm_branch_strategies(configs["grid"])
@@ -127,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.reanalyze is None or key in args.rerun:
                 if config.run_dir.exists() and key in args.rerun:
                     config.run_dir.rename(config.run_dir.with_name(config.run_dir.name + time.strftime(".old-%H%M%S")))
-                    facts.setdefault("reruns", []).append(f"{key} {time.strftime('%Y-%m-%d %H:%M')}")
+                    flags = "".join(f" --asha-set {o}" for o in args.asha_overrides) if key == "asha" else ""
+                    facts.setdefault("reruns", []).append(f"{key} {time.strftime('%Y-%m-%d %H:%M')}{flags}")
                 print(f"== {key}: {config.name} ({config.run_dir})", flush=True)
                 load0 = os.getloadavg()[0]
                 keys0 = _strategy_keys()
@@ -734,7 +746,8 @@ def render_markdown(rep: dict[str, Any]) -> str:
         "",
         f"Command: `ARCHSEARCH_DATA=/work/shared/data/cifar10-jpg.tar.gz {rep['command']}` "
         f"({rep['machine']['cpus']} CPU cores, {g['slots']} concurrent trials, no GPU)"
-        + "".join(f"; study retrained with `--reanalyze WORKDIR --rerun {r.split()[0]}` at {' '.join(r.split()[1:])}"
+        + "".join(f"; study retrained with `--reanalyze WORKDIR --rerun {r.split()[0]}"
+                  f"{''.join(' ' + x for x in r.split()[3:])}` at {' '.join(r.split()[1:3])}"
                   for r in rep.get("reruns") or [])
         + (f"; tables re-analysed from the stored studies with the current code (`{rep['reanalyzed'].split(' (')[0]}`)"
            if rep.get("reanalyzed") else "") + ".",
@@ -743,7 +756,8 @@ def render_markdown(rep: dict[str, Any]) -> str:
         f"({', '.join(c['name'] for c in rep['candidates'][1:])}); {len(rep['seeds'])} seeds "
         f"{rep['seeds']}; {rep['max_epochs']} epochs on {t['subset']} CIFAR-10 training images, "
         f"{t['val_size']} validation images; {t['schedule']} lr {t['lr']}, batch {t['batch_size']}. "
-        f"ASHA: grace {a['asha']['grace_period']}, reduction factor {a['asha']['reduction_factor']:g}, "
+        f"ASHA: rule {a['asha'].get('rule', 'stop')} ({RULES[a['asha'].get('rule', 'stop')]}), "
+        f"grace {a['asha']['grace_period']}, reduction factor {a['asha']['reduction_factor']:g}, "
         f"rungs at epochs {rep['asha_rungs']}. Bootstrap seed {rep['bootstrap']['seed']}, "
         f"{rep['bootstrap']['n_boot']} replicates. Δ = err(multi) − err(plain) in points of validation error; "
         "+ means the Multi-ResNet is worse.",
