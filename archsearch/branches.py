@@ -113,6 +113,7 @@ class BranchSet(nn.Module):
             raise ValueError(f"branch strategy must be one of {STRATEGIES}, not {strategy!r}")
         self.branches = nn.ModuleList(functions)
         self.strategy = strategy
+        self.used: dict[tuple[str, tuple[int, ...]], str] = {}  # (entry, input shape) -> strategy that ran
 
     def __len__(self) -> int:
         return len(self.branches)
@@ -160,6 +161,11 @@ class BranchSet(nn.Module):
         return y.view(n, len(self.branches), kc // len(self.branches), h, w)
 
     def _choose(self, entry: str, x: torch.Tensor) -> str:
+        choice = self._resolve(entry, x)
+        self.used[(entry, tuple(x.shape))] = choice
+        return choice
+
+    def _resolve(self, entry: str, x: torch.Tensor) -> str:
         if self.strategy != "auto":
             return self.strategy
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
@@ -281,3 +287,23 @@ def _stacked_batch_norm(layers: tuple[nn.Module, ...], h: torch.Tensor) -> torch
                 layer.running_var.copy_(rv)
                 layer.num_batches_tracked.add_(1)
     return out
+
+
+def strategies_used(net: nn.Module) -> str:
+    """What ran in every BranchSet of `net` so far: "loop×12 grouped×4 #1a2b3c4d" ('' without any).
+
+    The strategies agree only up to reassociation, and training amplifies that, so two runs of one
+    (architecture, seed) are bit-identical only if this matches; the digest covers every (module,
+    entry point, input shape, strategy) so a trial's record says whether a rerun may differ.
+    """
+    import hashlib
+
+    items = sorted((name, entry, shape, choice) for name, m in net.named_modules() if isinstance(m, BranchSet)
+                   for (entry, shape), choice in m.used.items())
+    if not items:
+        return ""
+    counts: dict[str, int] = {}
+    for *_, choice in items:
+        counts[choice] = counts.get(choice, 0) + 1
+    digest = hashlib.sha256(repr(items).encode()).hexdigest()[:8]
+    return " ".join(f"{c}×{n}" for c, n in sorted(counts.items())) + f" #{digest}"

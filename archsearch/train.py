@@ -21,6 +21,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import Tensor, nn
 
+from archsearch.branches import strategies_used
 from archsearch.data import ImageData, Normalizer, crop_flip, load_dataset, plan_epoch, split_indices
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.norm import batch_norm_layers, batch_statistics_only
@@ -49,7 +50,7 @@ PRESET_DATASET_EPOCHS = {("wrn", "svhn"): 160, ("dmrnet", "svhn"): 40}
 
 # Config keys that do not change what is computed: they may differ between a run and its resume, and
 # a study's training fingerprint and an export's training recipe leave them out (with the seed).
-RUNTIME_KEYS = frozenset({"threads", "compile", "eval_batch_size", "latency"})
+RUNTIME_KEYS = frozenset({"threads", "compile", "eval_batch_size", "latency", "branch_strategy"})
 # Options added after studies were first stored: at these values they change nothing, so a study's
 # training fingerprint leaves them out and studies created before the option existed still resume.
 FINGERPRINT_NEUTRAL: dict[str, Any] = {"precise_bn": 0}
@@ -106,6 +107,9 @@ class TrainConfig(BaseModel):
     # (pycls' precise BN; 0: off): steadier errors at low rungs, where running averages trail the weights.
     precise_bn: int = Field(0, ge=0)
     latency: bool = True  # measure batch-1 / batch-128 inference latency after training
+    # How k parallel functions execute (archsearch.branches): `auto` picks the faster per shape from a
+    # cached measurement; pin `loop` or `grouped` to reproduce a run bit for bit on another machine.
+    branch_strategy: Literal["auto", "loop", "grouped"] = "auto"
 
     @model_validator(mode="before")
     @classmethod
@@ -432,14 +436,14 @@ def train(
     raise TrialOutOfMemoryError(f"{device}: {oom} (batch size {config.batch_size})")
 
 
-def _build(spec_or_name: Any, num_classes: int) -> tuple[nn.Module, str]:
+def _build(spec_or_name: Any, num_classes: int, strategy: str) -> tuple[nn.Module, str]:
     if isinstance(spec_or_name, nn.Module):
         return spec_or_name, type(spec_or_name).__name__
     from archsearch.network import build
     from archsearch.spec import as_spec
 
     spec = as_spec(spec_or_name, num_classes)
-    return build(spec, num_classes=num_classes), spec.name
+    return build(spec, num_classes=num_classes, strategy=strategy), spec.name
 
 
 def _fit(
@@ -453,7 +457,7 @@ def _fit(
     progress: bool,
 ) -> dict[str, Any]:
     torch.manual_seed(config.seed)  # the builder's He init draws from the global generator
-    net, name = _build(spec_or_name, data.num_classes)
+    net, name = _build(spec_or_name, data.num_classes, config.branch_strategy)
     amp, channels_last = resolve_precision(config, device)
     precision = precision_name(amp)
     net = net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
@@ -560,6 +564,7 @@ def _fit(
             "step_seconds": step_s,
             "images_per_s": seen / fit_s,
             "precision": precision,
+            "branch_strategies": strategies_used(net),
         }
         history.append(metrics)
         if bar is not None:

@@ -160,6 +160,7 @@ def trial_main(config: dict[str, Any]) -> None:
         payload = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         payload["epoch"] = epoch
         payload["precision"] = str(metrics.get("precision", ""))
+        payload["branch_strategies"] = str(metrics.get("branch_strategies", ""))
         payload["trial_seconds"] = time.perf_counter() - start
         checkpoint = None
         if persist and (ckpt_dir / "checkpoint.pt").exists():
@@ -196,6 +197,7 @@ class _Live:
     trial_seconds_before: float = 0.0  # ... in its runs before the last ASHA pause (rule: promote)
     precision: str | None = None
     pauses: list[int] = field(default_factory=list)  # epochs it waited at an ASHA rung (rule: promote)
+    strategies: str = ""
 
 
 class RayClasses(NamedTuple):
@@ -554,6 +556,9 @@ def _ray_classes() -> RayClasses:
             if result.get("precision") and live.precision is None:
                 live.precision = str(result["precision"])  # what `amp: auto` resolved to on that worker
                 self._attr(live.trial, "precision", live.precision)
+            if result.get("branch_strategies") and result["branch_strategies"] != live.strategies:
+                live.strategies = str(result["branch_strategies"])  # how its parallel functions ran
+                self._attr(live.trial, "branch_strategies", live.strategies)
             if epoch >= 1 and value is not None:
                 self._report(live, epoch, float(value))
                 self.progress.trial_epoch(live.number, epoch, float(value))

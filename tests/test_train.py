@@ -314,3 +314,30 @@ def test_auto_precision_follows_the_cpu(cifar10):
     assert auto["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
     off = train("resnet-8", {**TINY, "amp": "off", "channels_last": False}, data=cifar10, device="cpu")
     assert off["precision"] == "fp32" and off["channels_last"] is False
+
+
+def test_branch_strategy_pinned_and_recorded(cifar10, tmp_path):
+    """Which strategy ran is in every epoch's metrics; a pinned one reruns bit for bit and may resume."""
+    cfg = {**TINY, "epochs": 2}
+    loop_a = train("multiresnet-8-k2", {**cfg, "branch_strategy": "loop"}, data=cifar10)
+    loop_b = train("multiresnet-8-k2", {**cfg, "branch_strategy": "loop"}, data=cifar10)
+    grouped = train("multiresnet-8-k2", {**cfg, "branch_strategy": "grouped"}, data=cifar10)
+    used = [h["branch_strategies"] for h in loop_a["history"]]
+    assert used[0].startswith("loop×") and "grouped" not in used[0] and "#" in used[0]
+    assert grouped["history"][0]["branch_strategies"].startswith("grouped×")
+    assert used == [h["branch_strategies"] for h in loop_b["history"]]
+    assert _exact(loop_a["history"]) == _exact(loop_b["history"])
+    assert train("resnet-8", TINY, data=cifar10)["history"][0]["branch_strategies"] == ""  # nothing parallel
+    # how the functions run is not what is trained: a checkpoint resumes under another strategy
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch, metrics):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train("multiresnet-8-k2", {**cfg, "branch_strategy": "loop"}, data=cifar10, checkpoint_dir=tmp_path,
+              report=stop_after_first)
+    resumed = train("multiresnet-8-k2", {**cfg, "branch_strategy": "grouped"}, data=cifar10, checkpoint_dir=tmp_path)
+    assert resumed["resumed_from_epoch"] == 1 and resumed["history"][-1]["branch_strategies"].startswith("grouped")

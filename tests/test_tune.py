@@ -536,6 +536,8 @@ def test_tiny_asha_study_records_are_honest(tiny_run: TinyRun) -> None:
             assert t.number == 1 and ua["fail_reason"].startswith("non_finite_loss:"), ua["fail_reason"]
             continue
         assert ua["precision"] in ("fp32", "bf16")  # what `amp: auto` resolved to on the worker
+        if ua["branches"] > 1:  # how its parallel functions ran (a rerun is bit-identical only if equal)
+            assert ua["branch_strategies"].split(" #")[0].split()[0].split("×")[0] in ("grouped", "loop")
         # every epoch it trained is there, keyed 1..epochs, and the value is the last of them
         assert sorted(t.intermediate_values) == list(range(1, ua["epochs"] + 1))
         assert t.value == t.intermediate_values[ua["epochs"]]
@@ -684,8 +686,9 @@ def test_promote_rule_pauses_resumes_exactly_and_prunes_the_rest(tmp_path: Path)
         key = (ua["name"], ua["seed"])
         if key not in straight:  # the same schedule (all 3 epochs), read at the epochs the trial reached
             straight[key] = []
-            train(json.loads(ua["spec"]), make_config(config.model_dump(mode="json"), seed=ua["seed"], threads=1), data=DATA,
-                  report=lambda e, m, k=key: straight[k].append(m["val_error"]), device="cpu")
+            same = make_config(config.model_dump(mode="json"), seed=ua["seed"], threads=1)
+            train(json.loads(ua["spec"]), same, data=DATA, device="cpu",
+                  report=lambda e, m, k=key: straight[k].append(m["val_error"]))
         assert [t.intermediate_values[e] for e in range(1, ua["epochs"] + 1)] == straight[key][: ua["epochs"]]
 
 
