@@ -8,7 +8,8 @@ stage widths fitted onto the same count (search_spaces/answer_cost.yaml), 3 seed
 candidates, seeds, schedule and data split (studies/answer_cost_grid.yaml, studies/answer_cost_asha.yaml):
 
   (a) grid: every candidate x seed trains all epochs (`sampler: grid`, `asha: null`);
-  (b) ASHA: the same trials under ASHA (grace 1, reduction factor 4: rungs at epochs 1 and 4).
+  (b) ASHA: the same trials under ASHA as published (`rule: promote`; grace 1, reduction factor 4:
+      rungs at epochs 1 and 4; `--asha-set asha.rule=stop` for Ray's stop rule).
 
 Reported: n₀ with its bootstrap interval and the per-depth sign of Δ = err(multi) − err(plain),
 the epochs each study trained (Σ over trials of the epochs reached), the ratio ASHA / grid (target
@@ -310,7 +311,7 @@ def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, see
         "determinism": determinism(grid_recs, asha_recs),
         "what_if": what_if(grid_recs, asha_recs, seconds, max_epochs=E, slots=studies["asha"]["slots"],
                            seeds=asha_cfg.seed_list, seed=seed, n_boot=n_boot,
-                           real=(a.grace_period, a.reduction_factor)),
+                           real=(a.grace_period, a.reduction_factor, a.rule)),
         "verdict": {
             "same_signs_grid_vs_asha_matched": same_signs,
             "asha_matched_n0_inside_grid_ci": n0_in_ci,
@@ -597,8 +598,8 @@ def replay_asha_promoting(grid: list, seconds: dict, *, max_epochs: int, grace: 
 
 
 def what_if(grid: list, asha: list, seconds: dict, *, max_epochs: int, slots: int, seeds: list[int],
-            seed: int, n_boot: int, real: tuple[int, float]) -> dict[str, Any]:
-    """Replay the real ASHA setting (validation against the real run) and a few other settings/orders."""
+            seed: int, n_boot: int, real: tuple[int, float, str]) -> dict[str, Any]:
+    """Replay the real ASHA setting under its rule (validation against the real run), then other settings/orders."""
     from archsearch.analysis import n0_analysis
 
     grid_signs = _signs(_one(n0_analysis(grid, seed=seed, n_boot=n_boot)))
@@ -607,7 +608,8 @@ def what_if(grid: list, asha: list, seconds: dict, *, max_epochs: int, slots: in
     orders = {"as run (plain first)": by_number,
               "plain last": sorted(by_number, key=lambda r: (-names.index(r.name), r.seed))}
     actual = {(r.name, r.seed): _reached(r) for r in asha}
-    check = replay_asha(grid, seconds, max_epochs=max_epochs, grace=real[0], rf=real[1], slots=slots,
+    replay_real = replay_asha_promoting if real[2] == "promote" else replay_asha
+    check = replay_real(grid, seconds, max_epochs=max_epochs, grace=real[0], rf=real[1], slots=slots,
                         order=by_number)
     mismatches = [f"{r.name} seed {r.seed}: replay {r.epochs}, real {actual.get((r.name, r.seed))}"
                   for r in check if actual.get((r.name, r.seed)) != r.epochs]
@@ -632,7 +634,7 @@ def what_if(grid: list, asha: list, seconds: dict, *, max_epochs: int, slots: in
                     "same_signs": bool(signs) and signs == grid_signs,
                 })
     return {"label": "offline replay of ASHA on the grid's per-epoch errors (simulated order; not a run)",
-            "validation": {"setting": {"grace_period": real[0], "reduction_factor": real[1]},
+            "validation": {"setting": {"grace_period": real[0], "reduction_factor": real[1], "rule": real[2]},
                            "trials": len(check), "mismatches": mismatches},
             "rows": rows}
 
@@ -840,7 +842,8 @@ def render_markdown(rep: dict[str, Any]) -> str:
     val = wi["validation"]
     lines += ["## What if: other ASHA settings, replayed offline on the grid's curves", "",
               f"Not a run: {wi['label']}. Validation: replaying the real setting (grace "
-              f"{val['setting']['grace_period']}, rf {val['setting']['reduction_factor']:g}) reproduces the real "
+              f"{val['setting']['grace_period']}, rf {val['setting']['reduction_factor']:g}, rule "
+              f"{val['setting'].get('rule', 'stop')}) reproduces the real "
               f"ASHA run's stopping epoch for {val['trials'] - len(val['mismatches'])} of {val['trials']} trials"
               + (f" (differs: {'; '.join(val['mismatches'])})" if val["mismatches"] else "") + ".", "",
               "| rule | order | rf | grace | rungs | epochs ratio | full-fidelity trials | (ii) epochs compared | "
