@@ -61,7 +61,15 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "absent"
+    """What an SQLite study file stores (its SQL dump, WAL included), not its bytes: SQLite may fold the
+    WAL into the main file whenever a connection closes, which changes the bytes but no data."""
+    if not path.exists():
+        return "absent"
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return hashlib.sha256("\n".join(con.iterdump()).encode()).hexdigest()
+    finally:
+        con.close()
 
 
 # ---------------------------------------------------------------------------------- schema
