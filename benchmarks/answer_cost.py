@@ -608,15 +608,15 @@ def what_if(grid: list, asha: list, seconds: dict, *, max_epochs: int, slots: in
     orders = {"as run (plain first)": by_number,
               "plain last": sorted(by_number, key=lambda r: (-names.index(r.name), r.seed))}
     actual = {(r.name, r.seed): _reached(r) for r in asha}
-    replay_real = replay_asha_promoting if real[2] == "promote" else replay_asha
+    replays = {"stop": ("stop (Ray)", replay_asha), "promote": ("pause & promote (Li et al.)", replay_asha_promoting)}
+    _, replay_real = replays[real[2]]
     check = replay_real(grid, seconds, max_epochs=max_epochs, grace=real[0], rf=real[1], slots=slots,
                         order=by_number)
     mismatches = [f"{r.name} seed {r.seed}: replay {r.epochs}, real {actual.get((r.name, r.seed))}"
                   for r in check if actual.get((r.name, r.seed)) != r.epochs]
     rows = []
     total = sum(_reached(r) for r in grid)
-    rules = {"stop (Ray)": replay_asha, "pause & promote (Li et al.)": replay_asha_promoting}
-    for (rule, replay), (label, order) in itertools.product(rules.items(), orders.items()):
+    for (rule, replay), (label, order) in itertools.product(replays.values(), orders.items()):
         for rf in (3, 4):
             for grace in (1, 2, 3):
                 recs = replay(grid, seconds, max_epochs=max_epochs, grace=grace, rf=rf, slots=slots, order=order)
