@@ -7,12 +7,14 @@ only the unit constructor and the stem/head style depend on the spec's unit kind
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
 from torch import nn
 
 from archsearch.blocks import MergeRunUnit, Poly, PostSumUnit, PreActUnit, poly_shift, warp_function
+from archsearch.errors import SpecError
 from archsearch.spec import ArchSpec, as_spec
 from archsearch.warp import WarpOperator, WarpTransition
 
@@ -66,10 +68,32 @@ def build(spec_or_name: ArchSpec | str | dict[str, Any], num_classes: int | None
           strategy: str = "auto") -> ResidualNetwork:
     """Build the network of a spec or any accepted name; `num_classes` wins over the spec's."""
     spec = as_spec(spec_or_name, num_classes)
+    check_buildable(spec)
     builder = {"pre": _build_preact, "post": _build_post, "warp": _build_warp}[spec.unit]
     model = builder(spec, strategy)
     init_weights(model)
     return model
+
+
+MAX_FUNCTIONS = 20_000
+"""Residual functions (units x branches) a network may have: resnet-1202, the deepest in the papers,
+has 600; a name with far more would spend minutes building Python modules and then hang in a trace."""
+
+
+def check_buildable(spec: ArchSpec) -> None:
+    """Refuse, with the reason, a network too deep to build or whose weights alone exceed half of RAM,
+    instead of hanging or dying in the allocator (the exact count needs no torch: `fastcount`)."""
+    from archsearch.fastcount import params_macs
+
+    functions = spec.total_units * spec.branches
+    if functions > MAX_FUNCTIONS:
+        raise SpecError(f"{spec.name!r}: {functions:,} residual functions, more than archsearch builds "
+                        f"({MAX_FUNCTIONS:,}; resnet-1202 has 600)")
+    params = params_macs(spec)[0]
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if 4 * params > memory / 2:
+        raise SpecError(f"{spec.name!r}: {params:,} parameters need {4 * params / 2**30:,.1f} GiB as fp32 "
+                        f"weights alone, more than half of this machine's {memory / 2**30:,.1f} GiB")
 
 
 def init_weights(model: nn.Module) -> None:

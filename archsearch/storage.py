@@ -84,6 +84,19 @@ def _storage_file(url: str, prefix: str, create: bool) -> Path:
     return path
 
 
+def _with_installed_postgres_driver(url: str) -> str:
+    """`postgresql://` means psycopg (v3) to SQLAlchemy 2.1 but psycopg2 to older ones and to most
+    users: pick whichever of the two is installed rather than fail on the one that is not."""
+    import importlib.util
+
+    if not url.startswith("postgresql://"):
+        return url
+    for module, dialect in (("psycopg", "postgresql+psycopg://"), ("psycopg2", "postgresql+psycopg2://")):
+        if importlib.util.find_spec(module) is not None:
+            return dialect + url[len("postgresql://"):]
+    return url
+
+
 def open_storage(url: str, *, where: str = "storage", create: bool = True) -> Any:
     """An Optuna storage for a URL: sqlite (WAL + busy timeout), other SQLAlchemy URLs, journal:PATH.
 
@@ -93,6 +106,7 @@ def open_storage(url: str, *, where: str = "storage", create: bool = True) -> An
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    given, url = url, _with_installed_postgres_driver(url)
     try:
         if url.startswith("journal:"):
             from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -118,11 +132,13 @@ def open_storage(url: str, *, where: str = "storage", create: bool = True) -> An
         return storage
     except ConfigError:
         raise
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"{where}: storage: cannot open {redact(url)}: the database driver {exc.name!r} "
-                          "is not installed (PostgreSQL: pip install psycopg2-binary)") from None
+    except ImportError as exc:  # the driver itself, or Optuna's "Failed to import DB access module"
+        driver = getattr(exc, "name", None) or getattr(exc.__cause__, "name", None) or url.split(":", 1)[0]
+        raise ConfigError(f"{where}: storage: cannot open {redact(given)}: the database driver for {driver!r} "
+                          "is not installed (PostgreSQL: pip install 'archsearch[postgres]', i.e. "
+                          "psycopg2-binary)") from None
     except Exception as exc:  # noqa: BLE001 - any failure to open is bad input for the user
-        raise ConfigError(f"{where}: storage: cannot open {redact(url)}: {_first_line(exc)}") from None
+        raise ConfigError(f"{where}: storage: cannot open {redact(given)}: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -283,6 +283,7 @@ def test_space_whose_budget_no_candidate_meets(in_tmp: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize("url", ["sqlite:////nonexistent-dir/x/study.db", "postgresql+psycopg2://u:pw@127.0.0.1:{port}/db",
+                                 "postgresql://u:pw@127.0.0.1:{port}/db",
                                  "mysql://u@127.0.0.1:{port}/db", "journal:/nonexistent-dir/j.log"])
 def test_storage_that_cannot_be_opened(in_tmp: Path, capsys, url: str) -> None:
     path = write(in_tmp, study_dict(storage=url.format(port=_free_port())))
@@ -290,6 +291,23 @@ def test_storage_that_cannot_be_opened(in_tmp: Path, capsys, url: str) -> None:
     err = capsys.readouterr().err.strip()
     assert "storage: cannot open" in err and len(err.splitlines()) == 1, err
     assert "pw" not in err  # passwords are not echoed
+
+
+def test_plain_postgresql_url_uses_the_installed_driver(monkeypatch) -> None:
+    """SQLAlchemy 2.1 reads `postgresql://` as psycopg 3; with only psycopg2 installed that URL failed."""
+    import importlib.util
+
+    from archsearch.storage import _with_installed_postgres_driver
+
+    installed = {"psycopg2"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in installed else None)
+    assert _with_installed_postgres_driver("postgresql://u@h/db") == "postgresql+psycopg2://u@h/db"
+    installed = {"psycopg", "psycopg2"}
+    assert _with_installed_postgres_driver("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert _with_installed_postgres_driver("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert _with_installed_postgres_driver("sqlite:///x.db") == "sqlite:///x.db"
+    installed = set()
+    assert _with_installed_postgres_driver("postgresql://u@h/db") == "postgresql://u@h/db"
 
 
 def test_existing_study_needs_resume_and_same_space(in_tmp: Path, capsys) -> None:

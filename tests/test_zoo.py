@@ -299,3 +299,17 @@ def test_auto_strategy_first_call_under_inference_mode(tmp_path, monkeypatch) ->
     with torch.inference_mode():
         out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 10) and branches._CHOICES
+
+
+@pytest.mark.parametrize("name, reason", [("resnet-1000004", "residual functions"),
+                                          ("wrn-28-100000", "more than half of this machine")])
+def test_networks_too_large_to_build_fail_with_the_reason(name: str, reason: str, capsys) -> None:
+    from archsearch.cli import main
+    from archsearch.errors import SpecError
+
+    with pytest.raises(SpecError, match=reason):
+        build(name)
+    assert main(["count", name]) == 2  # at once, not after minutes of building or an allocator traceback
+    err = capsys.readouterr().err.strip()
+    assert reason in err and len(err.splitlines()) == 1
+    assert count_params(build("resnet-1202")) == 19_421_274  # the papers' deepest network still builds
