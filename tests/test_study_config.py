@@ -464,3 +464,16 @@ def test_grid_runs_each_distinct_architecture_once(in_tmp: Path, capsys) -> None
     assert len(prepare(load_study(path), resume=False).grid) == 2
     assert main(["run", str(path), "--dry-run"]) == 0
     assert "3 candidates (2 distinct architectures" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, reason", [(["export", "s.yaml", "--top", "0"], "argument --top: must be >= 1, got 0"),
+                                          (["run", "s.yaml", "--n-trials", "x"], "expected a whole number, got 'x'"),
+                                          (["space", "sample", "s.yaml", "-n", "-1"], "must be >= 1, got -1"),
+                                          (["report", "--n-boot", "0"], "must be >= 1"),
+                                          (["nosuch"], "invalid choice")])
+def test_usage_errors_are_one_line_with_exit_2(argv: list[str], reason: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert reason in err and len(err.splitlines()) == 1, err

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from archsearch.cli import positive_int
+
 HELP = "count params, MACs (fvcore, eval, 1x3x32x32), depth, units and path statistics of a network"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="+", metavar="NAME", help="architecture name, e.g. dmrnet-50-K2")
-    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--num-classes", type=positive_int, default=10)
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
 
 

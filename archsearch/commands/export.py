@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from archsearch.cli import positive_int
 from archsearch.errors import ArchsearchError
 
 if TYPE_CHECKING:
@@ -26,13 +27,13 @@ DEFAULT_TOP = 5
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", nargs="?", metavar="STUDY.yaml|NAME|SPEC.yaml",
                         help="a study file, an architecture name (e.g. dmrnet-50-K2) or a spec file")
-    parser.add_argument("--top", type=int, default=None,
+    parser.add_argument("--top", type=positive_int, default=None,
                         help=f"how many of the study's best architectures to export (default {DEFAULT_TOP})")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default runs/<study>/export/ for a study, exports/ otherwise)")
     parser.add_argument("--weights", type=Path, default=None,
                         help="checkpoint of one architecture: a state_dict or a trainer checkpoint")
-    parser.add_argument("--num-classes", type=int, default=None,
+    parser.add_argument("--num-classes", type=positive_int, default=None,
                         help="classes of a named architecture (default: from --weights, else 10)")
     parser.add_argument("--storage", default=None, help="Optuna storage URL of the study (with --study)")
     parser.add_argument("--study", default=None, help="study name in --storage")
@@ -72,7 +73,7 @@ def _study(storage: str, name: str, args: argparse.Namespace, verify: bool) -> i
     from archsearch.export import export_study
 
     out = args.out or Path("runs") / name / "export"
-    results = export_study(storage, name, out, top=args.top or DEFAULT_TOP, verify=verify)
+    results = export_study(storage, name, out, top=DEFAULT_TOP if args.top is None else args.top, verify=verify)
     for rank, result in enumerate(results, start=1):
         _print_result(result, rank)
     print(f"ranking: {out / 'ranking.md'}")

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from archsearch.cli import positive_int
+
 HELP = "run (or --resume) a study: Ray Tune trials, ASHA early stopping, Optuna storage as the record"
 
 
@@ -19,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a study key, e.g. --set train.epochs=2 (value parsed as YAML; repeatable)")
     parser.add_argument("--address", default=None,
                         help="join an existing Ray cluster (HOST:PORT, ray://HOST:PORT or auto) instead of a local one")
-    parser.add_argument("--n-trials", type=int, default=None, metavar="N",
+    parser.add_argument("--n-trials", type=positive_int, default=None, metavar="N",
                         help="override n_trials (COMPLETE + PRUNED to reach)")
 
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from archsearch.cli import positive_int
+
 HELP = "inspect a search space: its axes and budgets (show), seeded samples (sample), the full grid (grid)"
 
 
@@ -15,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("space", metavar="SPACE.yaml")
     sample = sub.add_parser("sample", help="N seeded samples (as a random sampler draws them)")
     sample.add_argument("space", metavar="SPACE.yaml")
-    sample.add_argument("-n", type=int, default=10, help="number of samples (default 10)")
+    sample.add_argument("-n", type=positive_int, default=10, help="number of samples (default 10)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--json", action="store_true", help="a JSON list of {name, params, macs, spec, ...}")
     grid = sub.add_parser("grid", help="every feasible candidate (the exhaustive baseline)")
