@@ -103,8 +103,9 @@ class TrainConfig(BaseModel):
     compile: bool = False
     threads: int | None = Field(None, ge=1)  # CPU threads for this run (restored afterwards)
     eval_batch_size: int = Field(500, ge=1)
-    # Before each validation, recompute BN statistics on this many (un-augmented) training images
-    # (pycls' precise BN; 0: off): steadier errors at low rungs, where running averages trail the weights.
+    # Before each validation, recompute BN statistics on this many training images, a fresh random and
+    # augmented sample per epoch (pycls' precise BN; 0: off): steadier errors at low rungs, where
+    # running averages trail the weights.
     precise_bn: int = Field(0, ge=0)
     latency: bool = True  # measure batch-1 / batch-128 inference latency after training
     # How k parallel functions execute (archsearch.branches): `auto` picks the faster per shape from a
@@ -294,6 +295,23 @@ def recalibrate_bn(
             for bn, momentum in zip(bns, momenta, strict=True):
                 bn.momentum = momentum
     return len(bns)
+
+
+def precise_bn_images(train_x: Tensor, count: int, *, seed: int, epoch: int, augment: bool = True,
+                      padding: str = "zero") -> Tensor:
+    """The uint8 images precise BN measures: a random sample of the training set, augmented as in training.
+
+    BN statistics must describe what the network trains on. On a trained resnet-50 (4000 CIFAR-10
+    images, 16 epochs, 2000 validation images) the first 1024 images of the class-ordered training
+    set gave 54.8 % validation error, 1024 random un-augmented ones 46.6 %, 1024 random augmented
+    ones 42.2 %, and the running averages of training 42.1 %. The sample's own generator, seeded by
+    (seed, epoch), leaves the training's random stream untouched and replays exactly on resume.
+    """
+    generator = torch.Generator().manual_seed(1_000_003 * seed + epoch)
+    plan = plan_epoch(len(train_x), generator, augment=augment)
+    n = min(count, len(train_x))
+    index, dy, dx, flip = (t[:n].to(train_x.device) for t in (plan.order, plan.dy, plan.dx, plan.flip))
+    return crop_flip(train_x, index, dy, dx, flip, padding=padding)
 
 
 @torch.inference_mode()
@@ -545,7 +563,9 @@ def _fit(
         fit_s = time.perf_counter() - t_epoch
         seen = steps_per_epoch * config.batch_size
         if config.precise_bn and len(val_x):
-            recalibrate_bn(net, train_x[: config.precise_bn], normalize, batch_size=config.batch_size, amp=amp)
+            sample = precise_bn_images(train_x, config.precise_bn, seed=config.seed, epoch=epoch,
+                                       augment=config.augment, padding=config.padding)
+            recalibrate_bn(net, sample, normalize, batch_size=config.batch_size, amp=amp)
         val_loss, val_error = (
             evaluate(model, val_x, val_y, normalize, batch_size=config.eval_batch_size, amp=amp)
             if len(val_x) else (None, None)

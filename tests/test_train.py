@@ -238,6 +238,28 @@ def test_recalibrate_bn_sets_the_mean_of_batch_statistics(cifar10, name):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=key)
 
 
+def test_precise_bn_sample_is_random_augmented_and_replayable(cifar10):
+    """The sample spans the classes of a class-ordered set (the first images did not: 12 points worse on
+    a trained network), is augmented like training, depends on (seed, epoch) only, and draws nothing from
+    the global generator."""
+    from archsearch.train import precise_bn_images
+
+    images, labels = cifar10.train_x[:512], cifar10.train_y[:512]
+    order = labels.argsort(stable=True)
+    images, labels = images[order], labels[order]  # class by class, as an image-folder tree is read
+    rng = torch.get_rng_state()
+    sample = precise_bn_images(images, 128, seed=3, epoch=2)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert sample.shape == (128, *images.shape[1:]) and sample.dtype == torch.uint8
+    assert torch.equal(sample, precise_bn_images(images, 128, seed=3, epoch=2))
+    assert not torch.equal(sample, precise_bn_images(images, 128, seed=3, epoch=3))
+    clean = precise_bn_images(images, 128, seed=3, epoch=2, augment=False)  # same draw, no crop or flip
+    assert not torch.equal(sample, clean)
+    flat = images.flatten(1)
+    drawn = [int((flat == x.flatten()).all(1).nonzero()[0]) for x in clean]
+    assert len(set(drawn)) == 128 and len(set(labels[drawn].tolist())) == len(set(labels.tolist()))  # every class
+
+
 def test_precise_bn_changes_only_evaluation(cifar10):
     base = {**TINY, "subset": 256, "val_size": 200, "epochs": 2}
     plain = train("multiresnet-8-k2", base, data=cifar10)
