@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -593,25 +594,30 @@ def test_dashboard_api_shows_the_running_study(tiny_run: TinyRun) -> None:
 
 @needs_data
 def test_sigkill_then_resume_loses_nothing(tmp_path: Path) -> None:
-    study_file = write_study(tmp_path, study_dict("crash", n_trials=4, asha=None, train={**TRAIN, "epochs": 3}))
+    epochs = 4
+    study_file = write_study(tmp_path, study_dict("crash", n_trials=4, asha=None, train={**TRAIN, "epochs": epochs}))
     url = f"sqlite:///{tmp_path}/runs/crash/study.db"
     db = tmp_path / "runs" / "crash" / "study.db"
     proc = cli("run", str(study_file), cwd=tmp_path)
-    try:
+
+    def wait_for(what: str, ready: Callable[[list], bool]) -> None:
         deadline = time.time() + 300
-        while True:  # wait until a running trial has written a checkpoint
+        while not (_study_created(db) and ready(load(url, "crash").get_trials(deepcopy=False))):
             assert proc.poll() is None, proc.communicate()[0]
-            assert time.time() < deadline, "no checkpoint within 300 s"
-            if _study_created(db):
-                running = [t for t in load(url, "crash").get_trials(deepcopy=False) if t.state.name == "RUNNING"
-                           and t.user_attrs.get("epochs", 0) >= 1 and Path(t.user_attrs["checkpoint"]).is_file()]
-                if running:
-                    break
-            time.sleep(0.5)
-        # while it runs, nobody else may drive the study
+            assert time.time() < deadline, f"no {what} within 300 s"
+            time.sleep(0.2)
+
+    try:
+        # nobody else may drive the study while it runs (checked first: a second interpreter takes
+        # seconds to start on a busy machine, long enough for these short trials to finish)
+        wait_for("running trial", lambda trials: any(t.state.name == "RUNNING" for t in trials))
         second = cli("run", str(study_file), "--resume", cwd=tmp_path)
         rc, out = finish(second, 120)
         assert rc == 2 and "is being run right now" in out, out
+        # then kill it the moment a running trial has a checkpoint
+        wait_for("checkpoint", lambda trials: any(
+            t.state.name == "RUNNING" and t.user_attrs.get("epochs", 0) >= 1
+            and Path(t.user_attrs["checkpoint"]).is_file() for t in trials))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
@@ -640,7 +646,7 @@ def test_sigkill_then_resume_loses_nothing(tmp_path: Path) -> None:
         assert c.state.name == "COMPLETE" and c.params == after[n].params
         old = after[n].user_attrs
         assert (c.user_attrs["seed"], c.user_attrs["name"]) == (old["seed"], old["name"])
-        assert sorted(c.intermediate_values) == [1, 2, 3]
+        assert sorted(c.intermediate_values) == list(range(1, epochs + 1))
         start = c.user_attrs.get("resumed_from_epoch", 0)
         for e in range(1, start + 1):  # the epochs trained before the kill, carried over bit for bit
             if e in before[n].intermediate_values:
