@@ -285,6 +285,7 @@ def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, see
 
     # a study whose trials failed trained few epochs for no answer: its ratio meets nothing
     ratio_met = 0 < ratio <= TARGET_RATIO and not any(r.state == "FAIL" for r in asha_recs)
+    agreement = rank_agreement(grid_recs, grid_by_epoch, grid_n0, max_epochs=E)
     return {
         "benchmark": "answer cost: n0 by exhaustive grid vs ASHA (reduced fidelity, CPU)",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
@@ -306,7 +307,7 @@ def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, see
             "asha_survivor_selected_deltas": biased,
         },
         "grid_at_epochs": {str(e): _n0_json(r) for e, r in grid_by_epoch.items()},
-        "rank_agreement": rank_agreement(grid_recs, grid_by_epoch, grid_n0, max_epochs=E),
+        "rank_agreement": agreement,
         "fidelity_check": [dataclasses.asdict(f) for f in fidelity],
         "determinism": determinism(grid_recs, asha_recs),
         "what_if": what_if(grid_recs, asha_recs, seconds, max_epochs=E, slots=studies["asha"]["slots"],
@@ -321,9 +322,30 @@ def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, see
             "grid_depths_resolved": _resolved(grid_n0.points if grid_n0 else []),
             "asha_matched_depths_resolved": _resolved(matched["points"]),
             "depths": len(grid_n0.points) if grid_n0 else 0,
+            "caveats": evidence_caveats(grid_n0, matched, agreement),
         },
         "trials": {key: [_trial_json(r) for r in sorted(records[key], key=lambda r: r.number)] for key in records},
     }
+
+
+PREDICTIVE_RHO = 0.5  # trial-level Spearman of a rung's errors with the final ones
+
+
+def evidence_caveats(grid_n0: Any, matched: dict[str, Any], agreement: dict[str, Any]) -> list[str]:
+    """Why a sign agreement may not be evidence: the criterion compares signs, and two noisy readings can
+    agree by chance or by a bias shared at every depth (shallow nets ahead early), not by prediction."""
+    caveats = []
+    if grid_n0 and grid_n0.points and not _resolved(grid_n0.points):
+        caveats.append("the grid resolves no depth (every Δ interval spans 0), so the signs compared are those "
+                       "of unresolved estimates")
+    rho = {row["epoch"]: row["trial_spearman"] for row in agreement["rows"]}
+    read = sorted({p["epoch"] for p in matched["points"] if p["epoch"] in rho and p["epoch"] < max(rho)})
+    weak = [e for e in read if rho[e] < PREDICTIVE_RHO]
+    if weak:
+        caveats.append(f"ASHA (ii) reads epoch {', '.join(map(str, weak))}, where the grid's trial errors rank-"
+                       f"correlate with their final errors at ρ = {', '.join(f'{rho[e]:.2f}' for e in weak)} "
+                       f"(< {PREDICTIVE_RHO}): an agreement there is not a prediction of the final answer")
+    return caveats
 
 
 STABLE_RHO = 0.9  # candidate-level Spearman: with 5 candidates, at most one adjacent swap
@@ -796,6 +818,7 @@ def render_markdown(rep: dict[str, Any]) -> str:
         f"Depths whose Δ interval excludes 0: grid {v['grid_depths_resolved']} of {v['depths']}, "
         f"ASHA (ii) {v['asha_matched_depths_resolved']} of {v['depths']}.",
         "",
+        *(["**Caveats**: " + "; ".join(v["caveats"]) + ".", ""] if v.get("caveats") else []),
         "## When does the grid's answer settle? (grid trials read at each epoch)",
         "",
         f"Spearman of each trial's error at that epoch with its final error ({rep['rank_agreement']['trials']} "
