@@ -286,6 +286,7 @@ def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, see
     # a study whose trials failed trained few epochs for no answer: its ratio meets nothing
     ratio_met = 0 < ratio <= TARGET_RATIO and not any(r.state == "FAIL" for r in asha_recs)
     agreement = rank_agreement(grid_recs, grid_by_epoch, grid_n0, max_epochs=E)
+    grid_resolved = _resolved(grid_n0.points if grid_n0 else [])
     return {
         "benchmark": "answer cost: n0 by exhaustive grid vs ASHA (reduced fidelity, CPU)",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
@@ -319,10 +320,10 @@ def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, see
             "same_status": bool(grid_n0) and grid_n0.status == matched["status"],
             "asha_survivors_status": survivors_one.status if survivors_one else None,
             "target_met": same_signs and ratio_met,
-            "grid_depths_resolved": _resolved(grid_n0.points if grid_n0 else []),
+            "grid_depths_resolved": grid_resolved,
             "asha_matched_depths_resolved": _resolved(matched["points"]),
             "depths": len(grid_n0.points) if grid_n0 else 0,
-            "caveats": evidence_caveats(grid_n0, matched, agreement),
+            "caveats": evidence_caveats(grid_resolved, grid_n0, matched, agreement),
         },
         "trials": {key: [_trial_json(r) for r in sorted(records[key], key=lambda r: r.number)] for key in records},
     }
@@ -331,11 +332,12 @@ def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, see
 PREDICTIVE_RHO = 0.5  # trial-level Spearman of a rung's errors with the final ones
 
 
-def evidence_caveats(grid_n0: Any, matched: dict[str, Any], agreement: dict[str, Any]) -> list[str]:
+def evidence_caveats(grid_resolved: int, grid_n0: Any, matched: dict[str, Any],
+                     agreement: dict[str, Any]) -> list[str]:
     """Why a sign agreement may not be evidence: the criterion compares signs, and two noisy readings can
     agree by chance or by a bias shared at every depth (shallow nets ahead early), not by prediction."""
     caveats = []
-    if grid_n0 and grid_n0.points and not _resolved(grid_n0.points):
+    if grid_n0 and grid_n0.points and not grid_resolved:
         caveats.append("the grid resolves no depth (every Δ interval spans 0), so the signs compared are those "
                        "of unresolved estimates")
     rho = {row["epoch"]: row["trial_spearman"] for row in agreement["rows"]}
