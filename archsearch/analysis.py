@@ -249,8 +249,20 @@ def interval(
     hi = float(s[max(0, int(math.ceil((1.0 - a) * len(s))) - 1)])
     if point is None or df is None or df < 1 or not math.isfinite(point):
         return (lo, hi)
-    f = float(stats.t.ppf(1.0 - a, df) / stats.norm.ppf(1.0 - a))
+    f = t_widening(df, level)
     return (point - (point - lo) * f, point + (hi - point) * f)
+
+
+def t_widening(df: int, level: float = LEVEL) -> float:
+    """t_df / z at `level`: how much a bootstrap interval of a mean over few seeds must be widened."""
+    a = (1.0 - level) / 2.0
+    return float(stats.t.ppf(1.0 - a, df) / stats.norm.ppf(1.0 - a)) if df >= 1 else 1.0
+
+
+def widened(samples: np.ndarray, point: float, df: int, level: float = LEVEL) -> np.ndarray:
+    """Bootstrap replicates scaled about `point` by t_df / z: their percentile interval is `interval`'s
+    t-widened one, and quantities derived from several of them (n₀ from Δ at each depth) inherit it."""
+    return point + (np.asarray(samples, dtype=float) - point) * t_widening(df, level)
 
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
@@ -276,7 +288,8 @@ class N0Result:
 
     `n0` is −inf when multi is already better at the shallowest measured depth, +inf when it is still
     worse at the deepest (status "below_range" / "above_range"); the interval's ends may be infinite
-    the same way. `p_crossed` is the share of bootstrap replicates that cross inside the range.
+    the same way. `p_crossed` is the share of bootstrap replicates (t-widened like the Δ intervals) that
+    cross inside the range.
     """
 
     budget: str  # a budget label, or "all" for the paper's reading across budgets
@@ -406,10 +419,14 @@ def _df(values: dict, used: frozenset) -> int:
 def _n0_from_rows(budget: str, block: str, rows: list, values: dict, level: float) -> N0Result:
     depths = np.array([r[0] for r in rows], dtype=float)
     point = float(crossing_depth(depths, np.array([[r[1] for r in rows]]))[0])
-    boot = crossing_depth(depths, np.stack([r[2] for r in rows], axis=1))
+    # n₀'s replicates come from the t-widened Δ replicates, so its interval is as wide as theirs
+    # (widening n₀ itself is impossible when it is ±inf, and a censored n₀ must not look resolved
+    # while a Δ interval spans 0)
+    widened_deltas = [widened(r[2], r[1], _df(values, r[4]), level) for r in rows]
+    boot = crossing_depth(depths, np.stack(widened_deltas, axis=1))
     used = frozenset().union(*(r[4] for r in rows))
     status = "crossed" if math.isfinite(point) else ("below_range" if point < 0 else "above_range")
-    ci = interval(boot, level, point=point, df=_df(values, used))
+    ci = interval(boot, level)
     return N0Result(budget, block, status, point, ci, float(np.isfinite(boot).mean()),
                     [r[3] for r in rows], min(len(values[k]) for k in used))
 

