@@ -366,7 +366,7 @@ def evidence_caveats(grid_resolved: int, grid_n0: Any, matched: dict[str, Any],
     return caveats
 
 
-STABLE_RHO = 0.9  # candidate-level Spearman: with 5 candidates, at most one adjacent swap
+STABLE_RHO = 0.9  # candidate-level Spearman: 5 candidates, at most one adjacent swap; 3, the exact order
 
 
 def rank_agreement(records: list, by_epoch: dict[int, Any], final: Any, *, max_epochs: int) -> dict[str, Any]:
@@ -448,8 +448,8 @@ def matched_fidelity_n0(records: list, *, seeds: list[int], seed: int, n_boot: i
 
     Same conventions as `archsearch.analysis.n0_analysis` (seed-bootstrap of each candidate's mean,
     t-widened percentile interval with df = Σ(seeds − 1), n₀ from the widened Δ replicates, last
-    + → ≤ 0 crossing interpolated), but
-    each depth is compared at its own fidelity e_d. Labelled a multi-fidelity estimate.
+    + → ≤ 0 crossing interpolated), but each depth is compared at its own fidelity e_d. Labelled a
+    multi-fidelity estimate.
     """
     from archsearch.analysis import block_of, bootstrap_means, crossing_depth, interval, widened
 
