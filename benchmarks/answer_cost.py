@@ -45,7 +45,7 @@ Ray's rule (stop at once when below the rung's percentile so far) and under the 
 `--reanalyze WORKDIR` rebuilds the report from a previous run's studies without training.
 
     ARCHSEARCH_DATA=/work/shared/data/cifar10-jpg.tar.gz python benchmarks/answer_cost.py
-    ARCHSEARCH_DATA=... python benchmarks/answer_cost.py --quick    # smoke run (tiny, ~3 min)
+    ARCHSEARCH_DATA=... python benchmarks/answer_cost.py --quick    # smoke run (tiny, ~1 min)
 
 Results: benchmarks/results/answer_cost.{json,md} (with --quick: <workdir>/answer_cost_quick.*).
 The studies are kept under --workdir (default: a new directory under the system temp dir).
