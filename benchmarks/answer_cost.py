@@ -351,7 +351,7 @@ def evidence_caveats(grid_resolved: int, grid_n0: Any, matched: dict[str, Any],
         caveats.append("the grid resolves no depth (every Δ interval spans 0), so the signs compared are those "
                        "of unresolved estimates")
     rho = {row["epoch"]: row["trial_spearman"] for row in agreement["rows"]}
-    read = sorted({p["epoch"] for p in matched["points"] if p["epoch"] in rho and p["epoch"] < max(rho)})
+    read = sorted({p["epoch"] for p in matched["points"] if p["epoch"] in rho})  # rows stop before the last epoch
     early = [e for e in read if e < agreement["stable_from"]]
     if early:
         caveats.append(f"ASHA (ii) reads epoch {', '.join(map(str, early))}, before the grid's answer settles "
