@@ -216,8 +216,10 @@ def precision_name(amp: torch.dtype | None) -> str:
 
 def resolve_precision(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
     """(autocast dtype or None, channels_last) that `train` uses for `config` on `device`."""
-    # NHWC is cuDNN's and oneDNN's fast layout (benchmarks/train.py: 1.2x per fp32 CPU step, resnet-20)
-    channels_last = config.channels_last if config.channels_last is not None else device.type in ("cuda", "cpu")
+    # NHWC is cuDNN's fast layout. On CPU it is opt-in: oneDNN's AVX2 backward of a strided 1x1 convolution
+    # with fewer than ~8 input channels in channels_last corrupts the heap or hangs (PyTorch 2.14.1, AMD EPYC),
+    # and narrow fitted networks at small budgets have exactly these projection shortcuts.
+    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
     return _amp_dtype(config, device), channels_last
 
 

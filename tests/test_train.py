@@ -307,7 +307,7 @@ def test_every_family_trains_and_validates(name, amp, cifar10):
     """Autocast reaches every family; the warp operator's forward-mode AD runs in fp32 inside it and
     still works under the validation pass's inference mode."""
     r = train(name, {**TINY, "amp": amp}, data=cifar10)
-    assert r["precision"] == {"bf16": "bf16", "off": "fp32"}[amp] and r["channels_last"] is True
+    assert r["precision"] == {"bf16": "bf16", "off": "fp32"}[amp] and r["channels_last"] is False  # CPU default
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in r["history"])
     assert 0 <= r["val_error"] <= 100
 
@@ -363,3 +363,42 @@ def test_branch_strategy_pinned_and_recorded(cifar10, tmp_path):
               report=stop_after_first)
     resumed = train("multiresnet-8-k2", {**cfg, "branch_strategy": "grouped"}, data=cifar10, checkpoint_dir=tmp_path)
     assert resumed["resumed_from_epoch"] == 1 and resumed["history"][-1]["branch_strategies"].startswith("grouped")
+
+
+NARROW_PROJECTION_NETS = ["resnet-8-c4.6.12-proj", "resnet-11-c4.6.12-bottleneck", "multiresnet-8-k2-c6.6.12-proj",
+                          "postresnet-8-c6.6.12", "dmrnet-8-K3-c6.14.28", "dvanet-8-K3-c6.14.28",
+                          "warpnet-13-1-K2-c6"]
+_TRAIN_NARROW = """
+import json, sys
+from archsearch.data import load_dataset
+from archsearch.train import train
+data = load_dataset("cifar10", progress=False)
+for name in sys.argv[2:]:
+    r = train(name, dict(epochs=1, subset=128, val_size=10, batch_size=64, latency=False, threads=int(sys.argv[1])),
+              data=data, device="cpu")
+    print(json.dumps({"name": name, "channels_last": r["channels_last"], "loss": r["history"][-1]["train_loss"]}))
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_defaults_train_narrow_projection_nets(threads, cifar10):
+    """Every family's narrow strided 1x1 projections (< 8 input channels) train one epoch in the CPU defaults.
+
+    oneDNN's AVX2 channels_last backward of such a convolution corrupts the heap (1 thread) or hangs (2 threads);
+    ONEDNN_MAX_CPU_ISA=AVX2 makes an AVX-512 machine take that kernel too. A child process, so a crash is a
+    failure here, not the end of the test session."""
+    import math
+    import os
+    import subprocess
+    import sys
+
+    from conftest import CIFAR10_ARCHIVE
+
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2",
+           "ARCHSEARCH_DATA": os.environ.get("ARCHSEARCH_DATA", CIFAR10_ARCHIVE)}
+    proc = subprocess.run([sys.executable, "-c", _TRAIN_NARROW, str(threads), *NARROW_PROJECTION_NETS],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["name"] for r in rows] == NARROW_PROJECTION_NETS
+    assert all(r["channels_last"] is False and math.isfinite(r["loss"]) for r in rows)
