@@ -7,18 +7,18 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = ["ArchSpec", "parse_name", "build", "count"]
 
-from archsearch.spec import ArchSpec, parse_name
+from archsearch.arch.spec import ArchSpec, parse_name
 
 
 def build(spec_or_name: Any, num_classes: int | None = None, strategy: str = "auto") -> Any:
-    """Build a network from a spec or a name (imports torch lazily; see `archsearch.network.build`)."""
-    from archsearch.network import build as _build
+    """Build a network from a spec or a name (imports torch lazily; see `archsearch.nn.build.build`)."""
+    from archsearch.nn.build import build as _build
 
     return _build(spec_or_name, num_classes=num_classes, strategy=strategy)
 
 
 def count(spec_or_name: Any, num_classes: int | None = 10) -> dict[str, Any]:
-    """params, fvcore MACs, depth, units, path statistics (see `archsearch.budget.count`)."""
-    from archsearch.budget import count as _count
+    """params, fvcore MACs, depth, units, path statistics (see `archsearch.nn.complexity.count`)."""
+    from archsearch.nn.complexity import count as _count
 
     return _count(spec_or_name, num_classes=num_classes)

@@ -3,7 +3,7 @@
 For seeded samples of every shipped space this times (a) the sampler's work for one candidate:
 the define-by-run walk plus fitting the candidate's free axes from its nominal spec onto the budget
 and the exact analytic count (params, MACs, path statistics), and (b) one uncached
-`archsearch.budget.count` (fvcore trace) of the fitted model. Target: (a) <= 20 ms.
+`archsearch.nn.complexity.count` (fvcore trace) of the fitted model. Target: (a) <= 20 ms.
 
     .venv/bin/python benchmarks/budget.py [--per-space 4] [--out benchmarks/results/budget.json]
 """
@@ -22,8 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from archsearch import budget, fastcount  # noqa: E402
-from archsearch.space import RandomTrial, fit_spec, load_space, sample_candidate  # noqa: E402
+from archsearch.arch import cost as fastcount  # noqa: E402
+from archsearch.nn import complexity as budget  # noqa: E402
+from archsearch.space.space import RandomTrial, fit_spec, load_space, sample_candidate  # noqa: E402
 
 TARGET_MS = 20.0
 
@@ -91,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     median_fv = statistics.median(r["fvcore_s"] for r in rows)
     result = {
         "what": "median time per sampled-and-fitted candidate (define-by-run walk + fit of the free axes from "
-                "the nominal spec + exact analytic count) vs one uncached fvcore count (archsearch.budget.count) "
-                "of the same model",
+                "the nominal spec + exact analytic count) vs one uncached fvcore count "
+                "(archsearch.nn.complexity.count) of the same model",
         "target_ms": TARGET_MS,
         "sample_fit_ms_median": round(median_fit, 3),
         "sample_fit_ms_median_all_samples": round(statistics.median(all_fit_ms), 3),

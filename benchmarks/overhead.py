@@ -3,7 +3,7 @@
     overhead = 1 − Σ(trial training seconds) / (wall seconds × concurrent trial slots)
 
 "Training seconds" are each trial's epoch times (fit + validation, `epoch_seconds` from
-archsearch.train). Everything else counts as overhead: Ray's start and shutdown, actor start-up,
+archsearch.train.loop). Everything else counts as overhead: Ray's start and shutdown, actor start-up,
 dataset loading and model building in each trial, latency measurement after training, checkpoint
 persistence, Optuna writes, and slots left idle (ASHA stops, the study's tail). Two walls are reported:
 the whole `run_study` call, and Ray Tune's `fit` alone (what a long study converges to, since Ray's
@@ -74,8 +74,8 @@ TARGET = 0.05
 
 def measure(args: argparse.Namespace, cpus: int, rule: str) -> dict:
     """Run the benchmark study once with `cpus` per trial; its overhead and where the slot-seconds went."""
-    from archsearch.study import load_study
-    from archsearch.tune import run_study
+    from archsearch.orchestrate.tune import run_study
+    from archsearch.study.config import load_study
 
     study = {
         "name": "overhead",

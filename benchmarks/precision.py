@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from archsearch.train import train  # noqa: E402
+from archsearch.train.loop import train  # noqa: E402
 
 
 def _run(job: tuple[str, str, int, dict]) -> dict:
@@ -39,7 +39,7 @@ def _run(job: tuple[str, str, int, dict]) -> dict:
 
 
 def base_data():
-    from archsearch.data import load_dataset
+    from archsearch.train.data import load_dataset
 
     return load_dataset(os.environ.get("ARCHSEARCH_DATA", "cifar10"), progress=False)
 

@@ -4,7 +4,7 @@ Both sides train the same weights (one seeded build, deep-copied), at the same b
 same SGD settings, on the same training images (the trainer's split: 45,000 CIFAR-10 images, or
 `--subset`). The naive side is the torchvision tutorial loop with defaults: a CIFAR10-style dataset
 holding HWC uint8 arrays, PIL transforms per image (RandomCrop(32, padding=4), RandomHorizontalFlip,
-ToTensor, Normalize) and `DataLoader(shuffle=True)`. Ours is `archsearch.train.train` (decode-once
+ToTensor, Normalize) and `DataLoader(shuffle=True)`. Ours is `archsearch.train.loop.train` (decode-once
 uint8 tensors, batched crop/flip/normalise) with its defaults (`amp: auto`: bf16 autocast on AMX
 CPUs, fp32 elsewhere; channels_last), and in fp32 with and without channels_last. Reports images/s,
 the speed-up over the naive loop, and the share of the epoch spent outside forward/backward/step.
@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from archsearch.data import load_dataset, split_indices  # noqa: E402
-from archsearch.network import build  # noqa: E402
-from archsearch.train import make_config, train  # noqa: E402
+from archsearch.nn.build import build  # noqa: E402
+from archsearch.train.data import load_dataset, split_indices  # noqa: E402
+from archsearch.train.loop import make_config, train  # noqa: E402
 
 TARGET_SPEEDUP = 1.3
 TARGET_OVERHEAD = 0.05
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     warm_up(copy.deepcopy(model0), args.batch_size)
     load0 = os.getloadavg()[0]
 
-    from archsearch.train import resolve_precision
+    from archsearch.train.loop import resolve_precision
 
     amp, cl = resolve_precision(base, torch.device("cpu"))
     default = f"ours, defaults ({'fp32' if amp is None else 'bf16 autocast'}{' + channels_last' if cl else ''} here)"

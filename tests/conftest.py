@@ -22,7 +22,7 @@ def archsearch_cache(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def cifar10(archsearch_cache):  # depends on the cache fixture so the cache is redirected first
     """Real CIFAR-10 (from `ARCHSEARCH_DATA`, default the shared archive), decoded once per session."""
-    from archsearch.data import load_dataset
+    from archsearch.train.data import load_dataset
 
     if not os.environ.get("ARCHSEARCH_DATA") and not os.path.exists(CIFAR10_ARCHIVE):
         pytest.skip(f"no CIFAR-10: set ARCHSEARCH_DATA or provide {CIFAR10_ARCHIVE}")

@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 import pytest
 
-from archsearch.analysis import (
+from archsearch.analysis.estimators import (
     TrialRecord,
     analyze,
     best_k,

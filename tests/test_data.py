@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archsearch import data as D
 from archsearch.errors import ConfigError
+from archsearch.train import data as D
 
 
 def test_cifar10_decoded(cifar10):

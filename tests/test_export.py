@@ -23,10 +23,11 @@ import torch
 import yaml
 from torch import nn
 
-from archsearch.budget import count, warp_macs
+from archsearch.arch.spec import parse_name
 from archsearch.cli import main
 from archsearch.errors import ArchsearchError
-from archsearch.export import (
+from archsearch.export.templates import module_name
+from archsearch.export.writer import (
     export_architecture,
     export_study,
     foreign_imports,
@@ -37,9 +38,8 @@ from archsearch.export import (
     study_location,
     verify_export,
 )
-from archsearch.export_templates import module_name
-from archsearch.network import build
-from archsearch.spec import parse_name
+from archsearch.nn.build import build
+from archsearch.nn.complexity import count, warp_macs
 
 # one small member of every family and variant the issue lists (+ the sequential WarpNet twin,
 # whose fvcore count the warp rule builds on)
@@ -381,7 +381,7 @@ def test_export_study_top_trials(study: tuple[str, str, dict[str, Any]], tmp_pat
     args = parser.parse_args(shlex.split(command)[2:])
     assert (args.arch, args.config, args.seed, args.epochs, args.test) == (
         "resnet-8", "resnet-8.train.yaml", 0, 3, True)
-    assert pytest.importorskip("archsearch.train").make_config(settings).lr == 0.05
+    assert pytest.importorskip("archsearch.train.loop").make_config(settings).lr == 0.05
     assert "11.00 %" in card and "10.00 %" in card and "mean of 2 seeds 11.00" in card
     assert "| depth | 8 |" in card  # the sampled Optuna parameters
     ranking = (out / "ranking.md").read_text()

@@ -1,4 +1,4 @@
-"""The analytic count (archsearch.fastcount) equals fvcore (archsearch.budget.count) exactly.
+"""The analytic count (archsearch.arch.cost) equals fvcore (archsearch.nn.complexity.count) exactly.
 
 fvcore traces the network (0.3-5 s per spec on 2 cores), so its counts are kept in pytest's cache
 (`.pytest_cache`, key `archsearch/fvcore_counts/<hash>`), where the hash covers the sources that
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 import archsearch
-from archsearch import fastcount
-from archsearch.space import load_space, random_samples
-from archsearch.spec import ArchSpec, parse_name
+from archsearch.arch import cost as fastcount
+from archsearch.arch.spec import ArchSpec, parse_name
+from archsearch.space.space import load_space, random_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -64,7 +64,7 @@ class FvcoreCounts:
     def __call__(self, spec: ArchSpec) -> dict:
         key = spec.to_json()
         if key not in self.data:
-            from archsearch.budget import count
+            from archsearch.nn.complexity import count
 
             self.data[key] = count(spec, num_classes=spec.num_classes)
             self.dirty = True
@@ -165,7 +165,7 @@ def test_smallest_real_grid_point_of_every_space_equals_fvcore(fvcore_counts):
 
 
 def test_warp_path_factor_matches_the_operator():
-    from archsearch.warp import derivative_terms
+    from archsearch.nn.warp import derivative_terms
 
     for k in (1, 2, 3, 4):
         for variant in (1, 2):

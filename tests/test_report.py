@@ -12,8 +12,8 @@ from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState, create_trial
 from optuna_dashboard import get_note
 
+from archsearch.analysis.report import write_report
 from archsearch.cli import main
-from archsearch.report import write_report
 
 CANDIDATES = [  # name, family, depth, k, true error, budget, width
     ("resnet-110", "resnet", 110, 1, 6.0, "1.7M", 16),
@@ -30,7 +30,7 @@ CANDIDATES = [  # name, family, depth, k, true error, budget, width
 
 
 def synthetic_study(storage: str, name: str = "synthetic", seeds: int = 3) -> optuna.Study:
-    """A finished study as archsearch.tune records it: seeds per name, rungs at epochs 2 and 4 of 8."""
+    """A finished study as archsearch.orchestrate.tune records it: seeds per name, rungs at epochs 2 and 4 of 8."""
     rng = np.random.default_rng(0)
     study = optuna.create_study(storage=storage, study_name=name)
     trials = []
@@ -130,8 +130,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_report_names_the_training_precision_and_warns_when_mixed(tmp_path):
-    from archsearch.analysis import TrialRecord, analyze
-    from archsearch.report import render_markdown
+    from archsearch.analysis.estimators import TrialRecord, analyze
+    from archsearch.analysis.report import render_markdown
 
     def rec(n, precision):
         return TrialRecord(number=n, state="COMPLETE", value=10.0 + n, name=f"resnet-{8 + 6 * (n % 2)}",

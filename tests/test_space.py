@@ -14,10 +14,12 @@ import optuna
 import pytest
 import yaml
 
-from archsearch import fastcount
+from archsearch.arch import cost as fastcount
+from archsearch.arch.fit import Target, buildable_widths, fit_depth, fit_stem, fit_widths
+from archsearch.arch.spec import parse_name
 from archsearch.errors import ConfigError
-from archsearch.fit import Target, buildable_widths, fit_depth, fit_stem, fit_widths
-from archsearch.space import (
+from archsearch.space.schema import Budget
+from archsearch.space.space import (
     fit_spec,
     grid,
     grid_params,
@@ -27,8 +29,6 @@ from archsearch.space import (
     space_fingerprint,
     space_from_dict,
 )
-from archsearch.space_config import Budget
-from archsearch.spec import parse_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -92,7 +92,7 @@ def test_optuna_samples_land_inside_and_record_attrs(path, spaces):
 
 
 def test_fvcore_cross_check_on_a_subset(spaces):
-    from archsearch.budget import count
+    from archsearch.nn.complexity import count
 
     for name in ("quickstart", "wrn_depth_width", "warp"):
         c = min(random_samples(spaces[name], 20, seed=5), key=lambda c: (c.spec.total_units * c.spec.k, c.macs))

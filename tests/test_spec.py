@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
+from archsearch.arch.spec import ArchSpec, as_spec, parse_name
 from archsearch.errors import SpecError
-from archsearch.spec import ArchSpec, as_spec, parse_name
 
 SAME_NETWORK = [
     ("dmrnet-14", "dmrnet-14-K2"),

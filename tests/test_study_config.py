@@ -19,7 +19,8 @@ import yaml
 
 from archsearch.cli import main
 from archsearch.errors import ConfigError
-from archsearch.storage import (
+from archsearch.study.config import apply_overrides, asha_rungs, expected_epochs, load_study, parse_duration
+from archsearch.study.storage import (
     DRIVER_ATTR,
     INTERRUPTED,
     DriverLock,
@@ -28,7 +29,6 @@ from archsearch.storage import (
     mark_interrupted,
     open_storage,
 )
-from archsearch.study import apply_overrides, asha_rungs, expected_epochs, load_study, parse_duration
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SPACE = {"candidates": [{"name": "resnet-8"}, {"name": "multiresnet-8-k2"}, {"name": "dmrnet-8"}]}
@@ -238,8 +238,8 @@ def test_dry_run_of_a_grid_study(in_tmp: Path, capsys: pytest.CaptureFixture) ->
 
 def _prepared_study(path: Path, trials: int = 1) -> optuna.Study:
     """Create the study of a study file as `archsearch run` would, with `trials` finished trials."""
-    from archsearch.storage import open_study
-    from archsearch.tune import prepare
+    from archsearch.orchestrate.tune import prepare
+    from archsearch.study.storage import open_study
 
     study = open_study(prepare(load_study(path), resume=False))
     for i in range(trials):
@@ -297,7 +297,7 @@ def test_plain_postgresql_url_uses_the_installed_driver(monkeypatch) -> None:
     """SQLAlchemy 2.1 reads `postgresql://` as psycopg 3; with only psycopg2 installed that URL failed."""
     import importlib.util
 
-    from archsearch.storage import _with_installed_postgres_driver
+    from archsearch.study.storage import _with_installed_postgres_driver
 
     installed = {"psycopg2"}
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in installed else None)
@@ -341,7 +341,7 @@ def test_a_live_driver_keeps_others_out(in_tmp: Path, capsys) -> None:
     # another process holds the study (its flock and heartbeat), as a running `archsearch run` does
     code = (
         "import sys, time\n"
-        "from archsearch.storage import DriverLock, open_storage\n"
+        "from archsearch.study.storage import DriverLock, open_storage\n"
         "from pathlib import Path\n"
         f"s = open_storage({config.storage_url!r})\n"
         f"lock = DriverLock(s, {study._study_id}, Path({str(config.run_dir / 'driver.lock')!r}))\n"
@@ -457,7 +457,7 @@ def test_dashboard_needs_an_existing_storage(in_tmp: Path, capsys) -> None:
 
 
 def test_grid_runs_each_distinct_architecture_once(in_tmp: Path, capsys) -> None:
-    from archsearch.tune import prepare
+    from archsearch.orchestrate.tune import prepare
 
     space = {"candidates": [{"name": "resnet-8", "id": "a"}, {"name": "resnet-8", "id": "b"}, {"name": "resnet-14"}]}
     path = write(in_tmp, study_dict(space=space, sampler="grid", n_trials=None))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from archsearch.errors import ConfigError
-from archsearch.train import (
+from archsearch.train.loop import (
     NonFiniteLossError,
     TrainConfig,
     TrainingFailure,
@@ -189,7 +189,7 @@ def test_measure_latency():
 
 
 def test_latency_measured_once_per_architecture_and_setting(cifar10, monkeypatch):
-    import archsearch.train as train_module
+    import archsearch.train.loop as train_module
 
     calls = []
     monkeypatch.setattr(train_module, "_LATENCY_SEEN", {})
@@ -210,8 +210,8 @@ def test_latency_measured_once_per_architecture_and_setting(cifar10, monkeypatch
 
 @pytest.mark.parametrize("name", ["multiresnet-8-k2", "wrn-10-2-drop0.3"])
 def test_recalibrate_bn_sets_the_mean_of_batch_statistics(cifar10, name):
-    from archsearch.data import Normalizer
-    from archsearch.network import build
+    from archsearch.nn.build import build
+    from archsearch.train.data import Normalizer
 
     torch.manual_seed(0)
     images = cifar10.train_x[:96]
@@ -242,7 +242,7 @@ def test_precise_bn_sample_is_random_augmented_and_replayable(cifar10):
     """The sample spans the classes of a class-ordered set (the first images did not: 12 points worse on
     a trained network), is augmented like training, depends on (seed, epoch) only, and draws nothing from
     the global generator."""
-    from archsearch.train import precise_bn_images
+    from archsearch.train.loop import precise_bn_images
 
     images, labels = cifar10.train_x[:512], cifar10.train_y[:512]
     order = labels.argsort(stable=True)
@@ -315,7 +315,7 @@ def test_every_family_trains_and_validates(name, amp, cifar10):
 @pytest.mark.parametrize("name", ["warpnet-19-1-K3", "warpnet-13-1-K2"])
 def test_warp_operator_in_inference_mode_and_autocast(name):
     """Inference mode gives the no-grad output exactly; bf16 autocast stays within bf16 rounding."""
-    from archsearch.network import build
+    from archsearch.nn.build import build
 
     torch.manual_seed(0)
     net = build(name, num_classes=10).eval()
@@ -330,7 +330,7 @@ def test_warp_operator_in_inference_mode_and_autocast(name):
 
 
 def test_auto_precision_follows_the_cpu(cifar10):
-    from archsearch.train import cpu_has_native_bf16
+    from archsearch.train.loop import cpu_has_native_bf16
 
     auto = train("resnet-8", TINY, data=cifar10, device="cpu")
     assert auto["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
@@ -370,8 +370,8 @@ NARROW_PROJECTION_NETS = ["resnet-8-c4.6.12-proj", "resnet-11-c4.6.12-bottleneck
                           "warpnet-13-1-K2-c6"]
 _TRAIN_NARROW = """
 import json, sys
-from archsearch.data import load_dataset
-from archsearch.train import train
+from archsearch.train.data import load_dataset
+from archsearch.train.loop import train
 data = load_dataset("cifar10", progress=False)
 for name in sys.argv[2:]:
     r = train(name, dict(epochs=1, subset=128, val_size=10, batch_size=64, latency=False, threads=int(sys.argv[1])),

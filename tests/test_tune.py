@@ -30,10 +30,10 @@ import pytest
 import yaml
 from rich.console import Console
 
-from archsearch.progress import StudyProgress
-from archsearch.storage import INTERRUPTED, open_storage
-from archsearch.study import Resources, load_study
-from archsearch.tune import _ray_classes
+from archsearch.orchestrate.progress import StudyProgress
+from archsearch.orchestrate.tune import _ray_classes
+from archsearch.study.config import Resources, load_study
+from archsearch.study.storage import INTERRUPTED, open_storage
 
 DATA = os.environ.get("ARCHSEARCH_DATA", str(Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg.tar.gz"))
 TINY_SPACE = {"candidates": [{"name": "resnet-8"}, {"name": "multiresnet-8-k2"}, {"name": "dmrnet-8"}]}
@@ -103,8 +103,8 @@ class FakeScheduler:
 
 
 def make_searcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **changes: Any) -> Any:
-    from archsearch.storage import load_space_of, open_study
-    from archsearch.tune import _ray_classes, prepare
+    from archsearch.orchestrate.tune import _ray_classes, prepare
+    from archsearch.study.storage import load_space_of, open_study
 
     monkeypatch.chdir(tmp_path)
     config = load_study(write_study(tmp_path, study_dict("unit", **changes)))
@@ -239,7 +239,7 @@ def test_grid_study_enqueues_every_point_then_finishes(tmp_path: Path, monkeypat
 def test_continuation_carries_checkpoint_history_into_optuna_and_asha(tmp_path: Path, monkeypatch) -> None:
     import torch
 
-    from archsearch.storage import enqueue_continuations, mark_interrupted
+    from archsearch.study.storage import enqueue_continuations, mark_interrupted
 
     s = make_searcher(tmp_path, monkeypatch)
     c = s.suggest("a")
@@ -384,7 +384,7 @@ def test_gpu_placement_and_fractional_packing(tmp_path: Path) -> None:
     import ray
     from ray import tune
 
-    from archsearch.tune import _slots, init_ray, trial_static, with_trial_resources
+    from archsearch.orchestrate.tune import _slots, init_ray, trial_static, with_trial_resources
 
     init_ray(num_cpus=4, num_gpus=2)
     try:
@@ -418,7 +418,7 @@ def test_gpu_placement_and_fractional_packing(tmp_path: Path) -> None:
 
 
 def test_with_trial_resources_maps_the_study_resources() -> None:
-    from archsearch.tune import trial_resources
+    from archsearch.orchestrate.tune import trial_resources
 
     assert trial_resources(Resources(cpus=2, gpus=0.25)) == {"cpu": 2.0, "gpu": 0.25}
     assert trial_resources(Resources(cpus=1, gpus=0)) == {"cpu": 1.0}
@@ -666,7 +666,7 @@ def test_promote_rule_pauses_resumes_exactly_and_prunes_the_rest(tmp_path: Path)
     Every trial's per-epoch errors are compared with the same (architecture, seed) trained straight
     through in this process, so a resume that lost or replayed anything would show.
     """
-    from archsearch.train import make_config, train
+    from archsearch.train.loop import make_config, train
 
     data = study_dict("promote", n_trials=6, seeds=2, report=False, export_top=0,
                       asha={"max_epochs": 3, "grace_period": 1, "reduction_factor": 2, "rule": "promote"},

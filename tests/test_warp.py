@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.blocks import warp_function
-from archsearch.budget import count, fvcore_macs
-from archsearch.network import build
-from archsearch.warp import WarpOperator
+from archsearch.nn.blocks import warp_function
+from archsearch.nn.build import build
+from archsearch.nn.complexity import count, fvcore_macs
+from archsearch.nn.warp import WarpOperator
 
 
 def make_operator(k: int, variant: int, exact_bn: bool = True, width: int = 8, seed: int = 0) -> WarpOperator:

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.blocks import MergeRunUnit, PostSumUnit
-from archsearch.budget import count, count_params, path_statistics
-from archsearch.network import build
-from archsearch.spec import parse_name
+from archsearch.arch.spec import parse_name
+from archsearch.nn.blocks import MergeRunUnit, PostSumUnit
+from archsearch.nn.build import build
+from archsearch.nn.complexity import count, count_params, path_statistics
 
 GOLDEN = json.loads((Path(__file__).parent / "golden_counts.json").read_text())
 
@@ -160,8 +160,7 @@ def test_branch_strategies_agree(name: str) -> None:
 
 
 def test_auto_strategy_measures_once_and_caches(tmp_path, monkeypatch) -> None:
-    from archsearch import branches
-
+    from archsearch.nn import branches
     monkeypatch.setenv("ARCHSEARCH_CACHE", str(tmp_path))
     monkeypatch.setattr(branches, "_CHOICES", {})
     model = build("multiresnet-8-k2", strategy="auto")
@@ -179,8 +178,7 @@ def test_auto_strategy_measures_once_and_caches(tmp_path, monkeypatch) -> None:
 def test_auto_strategy_probe_leaves_no_trace(tmp_path, monkeypatch, name: str, entries: set) -> None:
     """The probe times training-mode BN and weight gradients, yet a model's first training step under
     `auto` (probing) sees the same BN statistics, random numbers and gradients as a twin's (choices cached)."""
-    from archsearch import branches
-
+    from archsearch.nn import branches
     monkeypatch.setenv("ARCHSEARCH_CACHE", str(tmp_path))
     monkeypatch.setattr(branches, "_CHOICES", {})
     torch.manual_seed(0)
@@ -291,8 +289,7 @@ def test_count_api_keys_and_units() -> None:
 
 
 def test_auto_strategy_first_call_under_inference_mode(tmp_path, monkeypatch) -> None:
-    from archsearch import branches
-
+    from archsearch.nn import branches
     monkeypatch.setenv("ARCHSEARCH_CACHE", str(tmp_path))
     monkeypatch.setattr(branches, "_CHOICES", {})
     model = build("dmrnet-8-K2", strategy="auto").eval()

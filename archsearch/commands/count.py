@@ -17,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.budget import count
-    from archsearch.spec import parse_name
+    from archsearch.arch.spec import parse_name
+    from archsearch.nn.complexity import count
 
     specs = [parse_name(name, num_classes=args.num_classes) for name in args.names]  # fail before counting
     for spec in specs:

@@ -19,8 +19,8 @@ def run(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
     from archsearch.errors import ConfigError
-    from archsearch.storage import open_storage, redact, storage_exists, study_id
-    from archsearch.study import load_study
+    from archsearch.study.config import load_study
+    from archsearch.study.storage import open_storage, redact, storage_exists, study_id
 
     config = load_study(args.study, args.overrides)
     url = config.storage_url

@@ -18,7 +18,7 @@ from archsearch.cli import positive_int
 from archsearch.errors import ArchsearchError
 
 if TYPE_CHECKING:
-    from archsearch.export import ExportResult
+    from archsearch.export.writer import ExportResult
 
 HELP = "export architectures (a study's best, or one by name/spec file) as standalone PyTorch code"
 DEFAULT_TOP = 5
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.export import export_architecture, is_spec_mapping, read_yaml, study_location
+    from archsearch.export.writer import export_architecture, is_spec_mapping, read_yaml, study_location
     verify = not args.no_verify
     if args.storage is not None or args.study is not None:
         if args.storage is None or args.study is None:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _study(storage: str, name: str, args: argparse.Namespace, verify: bool) -> int:
-    from archsearch.export import export_study
+    from archsearch.export.writer import export_study
 
     out = args.out or Path("runs") / name / "export"
     results = export_study(storage, name, out, top=DEFAULT_TOP if args.top is None else args.top, verify=verify)

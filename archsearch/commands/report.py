@@ -3,7 +3,7 @@
     archsearch report STUDY.yaml [--out DIR]
     archsearch report --storage URL --study NAME [--out DIR]
 
-The study file is read with `archsearch.study.load_study` (its name and storage URL).
+The study file is read with `archsearch.study.config.load_study` (its name and storage URL).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.report import write_report
+    from archsearch.analysis.report import write_report
 
     name, storage = study_location(args)
     study = load_study(name, storage)
@@ -59,7 +59,7 @@ def study_location(args: argparse.Namespace) -> tuple[str, str]:
 
 def study_file_location(path: Path) -> tuple[str, str]:
     """Name and storage URL of a study file (the same reading `archsearch export` uses)."""
-    from archsearch.export import study_location
+    from archsearch.export.writer import study_location
 
     return study_location(path)
 
@@ -73,7 +73,7 @@ def load_study(name: str, storage: str) -> optuna.Study:
         db = Path(storage[len("sqlite:///"):])
         if not db.is_file():
             raise ConfigError(f"no study database at {db}")
-    from archsearch.storage import open_storage
+    from archsearch.study.storage import open_storage
 
     try:
         return optuna.load_study(study_name=name, storage=open_storage(storage, create=False))

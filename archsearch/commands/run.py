@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from archsearch.errors import ConfigError
-    from archsearch.study import load_study
+    from archsearch.study.config import load_study
 
     if args.n_trials is not None and args.n_trials < 1:
         raise ConfigError(f"{args.study}: --n-trials: must be at least 1, got {args.n_trials}")
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(config)
 
-    from archsearch.tune import run_study
+    from archsearch.orchestrate.tune import run_study
 
     result = run_study(config, resume=args.resume, address=args.address)
     _print_summary(config, result)
@@ -51,16 +51,16 @@ def _finish(config) -> None:  # noqa: ANN001 - a StudyConfig
         return
     import optuna
 
-    from archsearch.storage import open_storage
+    from archsearch.study.storage import open_storage
 
     study = optuna.load_study(study_name=config.name, storage=open_storage(config.storage_url, create=False))
     if config.report:
-        from archsearch.report import write_report
+        from archsearch.analysis.report import write_report
 
         path = write_report(study, config.run_dir / "report", artifact_dir=config.run_dir / "artifacts")
         print(f"report: {_shown(path)}")
     if config.export_top:
-        from archsearch.export import ExportError, export_study
+        from archsearch.export.writer import ExportError, export_study
 
         try:
             exported = export_study(config.storage_url, config.name, config.run_dir / "export", top=config.export_top)
@@ -82,8 +82,8 @@ def _shown(path: str | Path) -> str:
 
 
 def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
-    from archsearch.storage import load_space_of, open_storage, storage_exists, study_id, summary
-    from archsearch.study import describe_plan
+    from archsearch.study.config import describe_plan
+    from archsearch.study.storage import load_space_of, open_storage, storage_exists, study_id, summary
 
     space = load_space_of(config)
     existing = None

@@ -46,7 +46,7 @@ def _print_list(candidates: list[Any], as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.space import grid, load_space, random_samples, space_fingerprint
+    from archsearch.space.space import grid, load_space, random_samples, space_fingerprint
 
     space = load_space(args.space)
     if args.space_command == "sample":

@@ -47,7 +47,7 @@ def _load_yaml(path: Path, what: str) -> Any:
 
 def load_arch(text: str) -> Any:
     """An `ArchSpec` from a name, or from a YAML file holding spec fields or `{name: ...}`."""
-    from archsearch.spec import as_spec
+    from archsearch.arch.spec import as_spec
 
     path = Path(text)
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.is_file():
@@ -66,8 +66,8 @@ def load_arch(text: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.data import dataset_key
-    from archsearch.train import TrainingFailure, make_config, train
+    from archsearch.train.data import dataset_key
+    from archsearch.train.loop import TrainingFailure, make_config, train
 
     spec = load_arch(args.arch)
     base: dict[str, Any] = {}

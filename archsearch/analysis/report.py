@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from archsearch.analysis import (
+from archsearch.analysis.estimators import (
     LEVEL,
     N_BOOT,
     BestResult,
@@ -28,7 +28,7 @@ from archsearch.analysis import (
     analyze,
     load_records,
 )
-from archsearch.plots import FigureFiles, draw_all
+from archsearch.analysis.plots import FigureFiles, draw_all
 
 
 def write_report(

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.branches import BranchSet
+from archsearch.nn.branches import BranchSet
 
 Poly = list[int]  # path counts indexed by path length
 

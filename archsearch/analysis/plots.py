@@ -19,7 +19,7 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import ScalarFormatter
 from plotly.subplots import make_subplots
 
-from archsearch.analysis import (
+from archsearch.analysis.estimators import (
     EDF,
     BestResult,
     FidelityCheck,

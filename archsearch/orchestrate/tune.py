@@ -4,7 +4,7 @@ The only module that imports Ray (lazily: `archsearch run --dry-run` never pays 
 
 - `OptunaSearcher` is our own Ray Tune `Searcher` over Optuna's ask/tell API (not Ray's
   `OptunaSearch`, which records ASHA-stopped trials as COMPLETE with their 1-epoch values, ignores the
-  pruner and names every study "optuna"). It asks, samples with `archsearch.space.sample`, reports the
+  pruner and names every study "optuna"). It asks, samples with `archsearch.space.space.sample`, reports the
   validation error per epoch (`trial.report`, or the user attribute `intermediate_values` in
   multi-objective studies where Optuna forbids reporting) and tells COMPLETE (all epochs), PRUNED
   (stopped by ASHA before the last epoch) or FAIL (`fail_reason`: the exception, or "interrupted").
@@ -20,7 +20,7 @@ The only module that imports Ray (lazily: `archsearch run --dry-run` never pays 
   starts a new trial only when no promotion is due. Ray's ConcurrencyLimiter would count paused trials
   as running, so under this rule the searcher enforces `max_concurrent` itself.
 - Resume never uses `Tuner.restore`: a new Ray experiment starts on the same Optuna study (see
-  `archsearch.storage`), so already-finished trials are never told twice.
+  `archsearch.study.storage`), so already-finished trials are never told twice.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from archsearch.errors import ConfigError
-from archsearch.storage import (
+from archsearch.study.config import StudyConfig
+from archsearch.study.storage import (
     COUNTED_STATES,
     INTERRUPTED,
     DriverLock,
@@ -58,9 +59,8 @@ from archsearch.storage import (
     summary,
     summary_of_storage,
 )
-from archsearch.study import StudyConfig
 
-log = logging.getLogger("archsearch.tune")
+log = logging.getLogger("archsearch.orchestrate.tune")
 
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage reporting from a research tool
@@ -135,12 +135,12 @@ def trial_main(config: dict[str, Any]) -> None:
     """Ray function trainable: train one (architecture, seed) and report every epoch to Tune.
 
     Each epoch's metrics go to `ray.tune.report` with the trial's checkpoint directory (written by
-    `archsearch.train` before it reports); after training, one more report carries `final` with
+    `archsearch.train.loop` before it reports); after training, one more report carries `final` with
     latency (and test error), so the searcher can tell a finished trial from an ASHA-stopped one.
     """
     import ray.tune
 
-    from archsearch.train import make_config, train
+    from archsearch.train.loop import make_config, train
 
     start = time.perf_counter()
     os.environ.update(config.get("env") or {})
@@ -256,7 +256,7 @@ def _ray_classes() -> RayClasses:
         """
 
         def __init__(self, max_epochs: int, grace_period: int, reduction_factor: float) -> None:
-            from archsearch.study import asha_rungs
+            from archsearch.study.config import asha_rungs
 
             super().__init__()
             self._metric, self._mode = "val_error", "min"
@@ -380,7 +380,7 @@ def _ray_classes() -> RayClasses:
             try:
                 from optuna.trial import FixedTrial
 
-                from archsearch.space import sample_candidate
+                from archsearch.space.space import sample_candidate
 
                 return sample_candidate(FixedTrial(params), self.space).name
             except Exception:  # noqa: BLE001 - params of another space version: not a duplicate
@@ -428,7 +428,7 @@ def _ray_classes() -> RayClasses:
             if "seed" in attrs:
                 self.waiting = max(0, self.waiting - 1)
             try:
-                from archsearch.space import sample
+                from archsearch.space.space import sample
 
                 spec = sample(trial, self.space)
             except Exception as exc:  # noqa: BLE001 - a space that cannot sample is this trial's failure
@@ -517,7 +517,7 @@ def _ray_classes() -> RayClasses:
                 return
             if src.resolve() != dst.resolve():
                 shutil.copy2(src, dst)
-            from archsearch.train import load_checkpoint_metrics
+            from archsearch.train.loop import load_checkpoint_metrics
 
             history = load_checkpoint_metrics(dst)
             for h in history:
@@ -700,7 +700,7 @@ def _error_reason(trial: Any) -> str:
 
 def prepare(config: StudyConfig, *, resume: bool, address: str | None = None) -> Prepared:
     """Every check that can refuse a run, before anything is stored (bad input → ConfigError)."""
-    from archsearch.space import grid, grid_params, space_fingerprint
+    from archsearch.space.space import grid, grid_params, space_fingerprint
 
     where = str(config.path)
     space = load_space_of(config)
@@ -764,7 +764,7 @@ def _inject_nan() -> set[int]:
 
 def _prewarm_data(config: StudyConfig) -> None:
     """Decode the dataset once here, so concurrent trials do not all decode it into the cache at once."""
-    from archsearch.data import load_dataset
+    from archsearch.train.data import load_dataset
 
     try:
         load_dataset(config.data_path or config.train_config.dataset, progress=False)
@@ -776,7 +776,7 @@ def _prewarm_data(config: StudyConfig) -> None:
 def run_study(config: StudyConfig, *, resume: bool = False, address: str | None = None, console: Any = None,
               num_cpus: int | None = None, num_gpus: int | None = None) -> dict[str, Any]:
     """Run (or resume) a study to its n_trials / time budget; returns `storage.summary` plus run facts."""
-    from archsearch.progress import StudyProgress
+    from archsearch.orchestrate.progress import StudyProgress
 
     t_start = time.time()
     prep = prepare(config, resume=resume, address=address)

@@ -37,18 +37,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from archsearch.arch.spec import ArchSpec, as_spec, parse_name
 from archsearch.errors import ArchsearchError, ConfigError, SpecError
-from archsearch.export_templates import ALLOWED_IMPORTS, module_name, render
-from archsearch.spec import ArchSpec, as_spec, parse_name
-from archsearch.train import RUNTIME_KEYS
+from archsearch.export.templates import ALLOWED_IMPORTS, module_name, render
+from archsearch.train.loop import RUNTIME_KEYS
 
 FAMILY_TITLES = {"resnet": "pre-activation ResNet", "wrn": "Wide ResNet", "multiresnet": "Multi-ResNet",
                  "postresnet": "post-activation ResNet", "dvanet": "DVANet, vanilla assembly",
                  "dmrnet": "DMRNet, merge-and-run", "warpnet": "WarpNet"}
-# Left out of `.train.yaml`: how a run executes, not what it learns (archsearch.train.RUNTIME_KEYS, as
+# Left out of `.train.yaml`: how a run executes, not what it learns (archsearch.train.loop.RUNTIME_KEYS, as
 # the study's training fingerprint leaves them out); the seed goes on the command line.
 OMITTED_TRAIN_KEYS = frozenset({"seed", *RUNTIME_KEYS})
-CHECKPOINT_FILE = "checkpoint.pt"  # what archsearch.train writes into a trial's directory
+CHECKPOINT_FILE = "checkpoint.pt"  # what archsearch.train.loop writes into a trial's directory
 
 
 class ExportError(ArchsearchError):
@@ -376,8 +376,8 @@ def export_architecture(spec_or_name: ArchSpec | str | dict[str, Any], out_dir: 
     and `provenance` (study, storage, study_id, trial, trial_id, user_attrs, params, ...) go into
     the docstring and the model card. With `verify` the written module is round-trip checked.
     """
-    from archsearch.budget import count
-    from archsearch.network import build
+    from archsearch.nn.build import build
+    from archsearch.nn.complexity import count
 
     metrics = dict(metrics or {})
     prov = dict(provenance or {})
@@ -552,7 +552,7 @@ def _resolve_checkpoint(value: Any, storage_url: str) -> Path | None:
 def open_study(storage_url: str, study_name: str) -> Any:
     """Load an Optuna study, with one-line errors for a missing database or study.
 
-    The storage is opened as the rest of archsearch opens it (`archsearch.storage.open_storage`:
+    The storage is opened as the rest of archsearch opens it (`archsearch.study.storage.open_storage`:
     SQLite in WAL mode, journal files) when that module is present.
     """
     import optuna
@@ -563,7 +563,7 @@ def open_study(storage_url: str, study_name: str) -> Any:
         raise ExportError(f"no study database at {db} (storage {display_url(storage_url)})")
     storage: Any = storage_url
     try:
-        from archsearch.storage import open_storage
+        from archsearch.study.storage import open_storage
     except ImportError:
         pass
     else:
@@ -666,12 +666,12 @@ def default_storage(name: str) -> str:
 
 
 def study_location(path: str | Path) -> tuple[str, str]:
-    """(study name, storage URL) of a study file, read with `archsearch.study.load_study`.
+    """(study name, storage URL) of a study file, read with `archsearch.study.config.load_study`.
 
     When the loader rejects a file (a space file moved away, say) whose study database still
     exists, the keys `name` and `storage` (default `sqlite:///runs/<name>/study.db`) are enough.
     """
-    from archsearch.study import load_study
+    from archsearch.study.config import load_study
 
     try:
         config = load_study(path)

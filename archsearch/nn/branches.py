@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.norm import batch_statistics_only
+from archsearch.nn.norm import batch_statistics_only
 
 STRATEGIES = ("loop", "grouped", "auto")
 STRATEGY_CANDIDATES = ("loop", "grouped")  # what `auto` chooses between

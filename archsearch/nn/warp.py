@@ -19,7 +19,7 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.blocks import Poly, poly_add, poly_shift
+from archsearch.nn.blocks import Poly, poly_add, poly_shift
 
 
 @contextlib.contextmanager

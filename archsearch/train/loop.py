@@ -21,10 +21,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import Tensor, nn
 
-from archsearch.branches import strategies_used
-from archsearch.data import ImageData, Normalizer, crop_flip, load_dataset, plan_epoch, split_indices
 from archsearch.errors import ArchsearchError, ConfigError
-from archsearch.norm import batch_norm_layers, batch_statistics_only
+from archsearch.nn.branches import strategies_used
+from archsearch.nn.norm import batch_norm_layers, batch_statistics_only
+from archsearch.train.data import ImageData, Normalizer, crop_flip, load_dataset, plan_epoch, split_indices
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
@@ -108,7 +108,7 @@ class TrainConfig(BaseModel):
     # running averages trail the weights.
     precise_bn: int = Field(0, ge=0)
     latency: bool = True  # measure batch-1 / batch-128 inference latency after training
-    # How k parallel functions execute (archsearch.branches): `auto` picks the faster per shape from a
+    # How k parallel functions execute (archsearch.nn.branches): `auto` picks the faster per shape from a
     # cached measurement; pin `loop` or `grouped` to reproduce a run bit for bit on another machine.
     branch_strategy: Literal["auto", "loop", "grouped"] = "auto"
 
@@ -459,8 +459,8 @@ def train(
 def _build(spec_or_name: Any, num_classes: int, strategy: str) -> tuple[nn.Module, str]:
     if isinstance(spec_or_name, nn.Module):
         return spec_or_name, type(spec_or_name).__name__
-    from archsearch.network import build
-    from archsearch.spec import as_spec
+    from archsearch.arch.spec import as_spec
+    from archsearch.nn.build import build
 
     spec = as_spec(spec_or_name, num_classes)
     return build(spec, num_classes=num_classes, strategy=strategy), spec.name

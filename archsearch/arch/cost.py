@@ -3,7 +3,7 @@
 A sampler fits widths/depth by calling a count hundreds of times per candidate, and one fvcore trace
 of a 1.7M network takes about a second, so this module walks the spec's layers analytically, one
 stage at a time (the units of a stage after the first are identical, so a stage costs O(1)).
-It replicates `archsearch.budget.count` exactly under the installed fvcore's rules
+It replicates `archsearch.nn.complexity.count` exactly under the installed fvcore's rules
 (`fvcore.nn.jit_handles`, eval mode, one 1x3x32x32 image):
 
 - convolution: prod(weight shape) x output pixels (bias-free); linear: in x out;
@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from archsearch.spec import ArchSpec, as_spec
+from archsearch.arch.spec import ArchSpec, as_spec
 
 INPUT_RES = 32
 
@@ -192,7 +192,7 @@ def path_stats(spec_or_name: ArchSpec | str | dict[str, Any]) -> tuple[int, floa
 
 
 def count(spec_or_name: ArchSpec | str | dict[str, Any], num_classes: int | None = None) -> dict[str, Any]:
-    """`archsearch.budget.count` computed analytically: same keys, same values."""
+    """`archsearch.nn.complexity.count` computed analytically: same keys, same values."""
     s = as_spec(spec_or_name, num_classes)
     c = cost(s)
     paths, mean, std = path_stats(s)

@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from itertools import product
 
-from archsearch.fastcount import cost
-from archsearch.spec import ArchSpec
+from archsearch.arch.cost import cost
+from archsearch.arch.spec import ArchSpec
 
 METRICS = ("params", "macs")
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from archsearch.errors import ConfigError
 
 if TYPE_CHECKING:
-    from archsearch.study import StudyConfig
+    from archsearch.study.config import StudyConfig
 
 DRIVER_ATTR = "archsearch:driver"
 HEARTBEAT_S = 5.0
@@ -374,7 +374,7 @@ class Prepared:
 
 
 def load_space_of(config: StudyConfig) -> Any:
-    from archsearch.space import load_space, space_from_dict
+    from archsearch.space.space import load_space, space_from_dict
 
     if isinstance(config.space, dict):
         return space_from_dict(config.space, source=f"{config.path}: space")

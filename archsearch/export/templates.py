@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from archsearch.spec import ArchSpec
+from archsearch.arch.spec import ArchSpec
 
 ALLOWED_IMPORTS = ("torch", "torch.nn", "torch.nn.functional", "torch.autograd.forward_ad")
 CLASS_NAMES = {"resnet": "PreActResNet", "wrn": "WideResNet", "multiresnet": "MultiResNet",
@@ -66,7 +66,7 @@ def conv(in_c: int, out_c: int, kernel: int, stride: int = 1) -> nn.Conv2d:
 
 
 def init_helper() -> str:
-    # mirrors archsearch.network.init_weights
+    # mirrors archsearch.nn.build.init_weights
     return _block('''
 def init_weights(model: nn.Module) -> None:
     """He (Kaiming normal, fan_out) convolutions, BN gamma = 1 / beta = 0, as in the papers."""
@@ -84,7 +84,7 @@ def init_weights(model: nn.Module) -> None:
 
 
 def pad_shortcut() -> str:
-    # mirrors archsearch.blocks.PadShortcut (no parameters, so no state_dict entries)
+    # mirrors archsearch.nn.blocks.PadShortcut (no parameters, so no state_dict entries)
     return _block('''
 class PadShortcut(nn.Module):
     """Option A shortcut: stride-2 subsampling and zero-padded channels, no parameters."""
@@ -103,7 +103,7 @@ class PadShortcut(nn.Module):
 
 
 def shortcut_helper(spec: ArchSpec) -> str:
-    # mirrors archsearch.blocks.make_shortcut for this spec's kind (pre: no BN; post: with BN)
+    # mirrors archsearch.nn.blocks.make_shortcut for this spec's kind (pre: no BN; post: with BN)
     if spec.shortcut == "pad":
         doc, body = "option A (PadShortcut)", "return PadShortcut(in_c, out_c, stride)"
     elif spec.unit == "pre":
@@ -122,7 +122,7 @@ def shortcut(in_c: int, out_c: int, stride: int) -> nn.Module:
 
 
 def functions_class(spec: ArchSpec) -> str:
-    # mirrors archsearch.branches.BranchSet (the `branches` ModuleList); run as a plain loop
+    # mirrors archsearch.nn.branches.BranchSet (the `branches` ModuleList); run as a plain loop
     methods = []
     if spec.combine == "sum":
         methods.append('''
@@ -151,7 +151,7 @@ class Functions(nn.Module):
 
 # ------------------------------------------------------------------------------- residual functions
 def preact_function(spec: ArchSpec) -> str:
-    # mirrors archsearch.blocks.preact_function
+    # mirrors archsearch.nn.blocks.preact_function
     drop = spec.dropout
     lines: list[str] = []
     parts: list[str] = ["[BN-ReLU]"]
@@ -179,7 +179,7 @@ def residual_function(in_c: int, width: int, stride: int, owns_preact: bool) -> 
 
 
 def post_function(spec: ArchSpec) -> str:
-    # mirrors archsearch.blocks.post_function
+    # mirrors archsearch.nn.blocks.post_function
     drop = spec.dropout
     lines: list[str] = []
     parts: list[str] = []
@@ -199,7 +199,7 @@ def residual_function(in_c: int, width: int, stride: int) -> nn.Sequential:
 
 
 def warp_function(spec: ArchSpec) -> str:
-    # mirrors archsearch.blocks.warp_function
+    # mirrors archsearch.nn.blocks.warp_function
     drop = spec.dropout
     lines = ["nn.BatchNorm2d(channels),"]
     parts = ["BN"]
@@ -220,7 +220,7 @@ def residual_function(channels: int) -> nn.Sequential:
 
 # ------------------------------------------------------------------------------- units
 def preact_unit(spec: ArchSpec) -> str:
-    # mirrors archsearch.blocks.PreActUnit
+    # mirrors archsearch.nn.blocks.PreActUnit
     k = spec.branches
     what = "f(a)" if k == 1 else f"f_1(a) + ... + f_{k}(a)"
     call = "residual_function(in_c, width, stride, owns_preact=not first)"
@@ -245,7 +245,7 @@ class PreActUnit(nn.Module):
 
 
 def post_sum_unit(spec: ArchSpec) -> str:
-    # mirrors archsearch.blocks.PostSumUnit
+    # mirrors archsearch.nn.blocks.PostSumUnit
     k = spec.branches
     what = "H(x)" if k == 1 else f"H_1(x) + ... + H_{k}(x)"
     call = "residual_function(in_c, width, stride)"
@@ -265,7 +265,7 @@ class PostUnit(nn.Module):
 
 
 def merge_run_unit(spec: ArchSpec) -> str:
-    # mirrors archsearch.blocks.MergeRunUnit
+    # mirrors archsearch.nn.blocks.MergeRunUnit
     k = spec.branches
     return _block(f'''
 class MergeRunUnit(nn.Module):
@@ -298,7 +298,7 @@ class MergeRunUnit(nn.Module):
 
 # ------------------------------------------------------------------------------- WarpNet
 def warp_stem(spec: ArchSpec) -> str:
-    # mirrors archsearch.network.WarpStem
+    # mirrors archsearch.nn.build.WarpStem
     copies = spec.widths[0] // spec.stem
     if copies > 1:
         doc = f", then {copies} concatenated copies (no parameters)"
@@ -320,7 +320,7 @@ class WarpStem(nn.Module):
 
 
 def warp_transition() -> str:
-    # mirrors archsearch.warp.WarpTransition
+    # mirrors archsearch.nn.warp.WarpTransition
     return _block('''
 class WarpTransition(nn.Module):
     """Between stages: 2x2 average pooling and two concatenated copies (no parameters)."""
@@ -332,7 +332,7 @@ class WarpTransition(nn.Module):
 
 
 def derivative_terms(k: int, variant: int) -> list[tuple[int, int | None]]:
-    """(j, i) of the terms F'_j . F_i (i None: F'_j . x), 0-based; as archsearch.warp."""
+    """(j, i) of the terms F'_j . F_i (i None: F'_j . x), 0-based; as archsearch.nn.warp."""
     if variant == 2:
         return [(j, i) for j in range(1, k) for i in range(j)]
     return [(j, None) for j in range(1, k)]
@@ -350,7 +350,7 @@ def jvp_helpers(spec: ArchSpec) -> str:
     if spec.warp_k == 1:
         return ""
     if not spec.warp_bn:
-        # mirrors archsearch.warp.linearised_without_bn
+        # mirrors archsearch.nn.warp.linearised_without_bn
         return _block('''
 def value_and_jvps(
     f: nn.Sequential, x: torch.Tensor, vectors: list[torch.Tensor]
@@ -422,7 +422,7 @@ def value_and_jvps(
 
 
 def warp_operator(spec: ArchSpec) -> str:
-    # mirrors archsearch.warp.WarpOperator (same sum order: x, values, then derivative terms)
+    # mirrors archsearch.nn.warp.WarpOperator (same sum order: x, values, then derivative terms)
     k = spec.warp_k
     if k == 1:
         return _block('''
@@ -524,7 +524,7 @@ def _compress(calls: list[str]) -> list[str]:
 
 def network_class(spec: ArchSpec) -> str:
     """The network: stem -> body -> head, with archsearch's attribute names and indices."""
-    # mirrors archsearch.network._build_preact / _build_post / _build_warp
+    # mirrors archsearch.nn.build._build_preact / _build_post / _build_warp
     cls = CLASS_NAMES[spec.family]
     final = spec.out_widths[2]
     body: list[str] = []

@@ -1,8 +1,8 @@
 """Search spaces: YAML -> every on-budget candidate, and Optuna define-by-run sampling over them.
 
-A space (schema in `archsearch.space_config`) names families with their axes, explicit candidates
+A space (schema in `archsearch.space.schema`) names families with their axes, explicit candidates
 and one or more budgets. Loading enumerates the full grid once and fits each point's free axes
-exactly onto its budget (`archsearch.fit`, counts from `archsearch.fastcount`), so sampling only
+exactly onto its budget (`archsearch.arch.fit`, counts from `archsearch.arch.cost`), so sampling only
 ever yields candidates on the budget: nothing is sampled blindly and rejected.
 
 Sampling is a walk down the decision tree budget -> family -> axes (or -> candidate). Each decision
@@ -27,9 +27,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from archsearch.errors import ConfigError, SpecError
-from archsearch.fastcount import path_stats
-from archsearch.fit import (
+from archsearch.arch.cost import path_stats
+from archsearch.arch.fit import (
     Fit,
     Target,
     exact,
@@ -39,7 +38,9 @@ from archsearch.fit import (
     fit_stem,
     fit_widths,
 )
-from archsearch.space_config import (
+from archsearch.arch.spec import ArchSpec, parse_name
+from archsearch.errors import ConfigError, SpecError
+from archsearch.space.schema import (
     AXIS_ORDER,
     DEFAULT_FIT,
     FAMILY_AXES,
@@ -51,7 +52,6 @@ from archsearch.space_config import (
     Range,
     SpaceConfig,
 )
-from archsearch.spec import ArchSpec, parse_name
 
 MAX_GRID = 20000
 DEFAULT_UNITS = tuple(range(1, 65))  # depth search range when a fitted depth has no axis

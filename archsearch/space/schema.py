@@ -23,7 +23,7 @@
 
 Which axes apply to which family is `FAMILY_AXES` (k only for multiresnet, K only for the branch
 families and WarpNet, ...); `fit` lists free axes in order: each but the last is chosen closest to the
-budget with the later ones at their nominal values, the last is solved exactly (`archsearch.fit`).
+budget with the later ones at their nominal values, the last is solved exactly (`archsearch.arch.fit`).
 """
 
 from __future__ import annotations

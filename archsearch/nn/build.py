@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from archsearch.blocks import MergeRunUnit, Poly, PostSumUnit, PreActUnit, poly_shift, warp_function
+from archsearch.arch.spec import ArchSpec, as_spec
 from archsearch.errors import SpecError
-from archsearch.spec import ArchSpec, as_spec
-from archsearch.warp import WarpOperator, WarpTransition
+from archsearch.nn.blocks import MergeRunUnit, Poly, PostSumUnit, PreActUnit, poly_shift, warp_function
+from archsearch.nn.warp import WarpOperator, WarpTransition
 
 
 class ResidualNetwork(nn.Module):
@@ -83,7 +83,7 @@ has 600; a name with far more would spend minutes building Python modules and th
 def check_buildable(spec: ArchSpec) -> None:
     """Refuse, with the reason, a network too deep to build or whose weights alone exceed half of RAM,
     instead of hanging or dying in the allocator (the exact count needs no torch: `fastcount`)."""
-    from archsearch.fastcount import params_macs
+    from archsearch.arch.cost import params_macs
 
     functions = spec.total_units * spec.branches
     if functions > MAX_FUNCTIONS:
