@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import optuna
 
-    from archsearch.analysis.estimators import load_records
     from archsearch.orchestrate.tune import run_study
     from archsearch.study.config import load_study
+    from archsearch.study.records import load_records
 
     if args.reanalyze is not None:
         workdir = args.reanalyze.resolve()
@@ -212,7 +212,7 @@ def prewarm_branch_strategies(config: Any) -> dict[str, Any]:
 
     from archsearch.nn.build import build
     from archsearch.space.space import grid
-    from archsearch.study.storage import load_space_of
+    from archsearch.study.lifecycle import load_space_of
     from archsearch.train.loop import resolve_precision
 
     tc = config.train_config

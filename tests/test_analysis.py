@@ -14,17 +14,16 @@ import optuna
 import pytest
 
 from archsearch.analysis.estimators import (
-    TrialRecord,
     analyze,
     best_k,
     crossing_depth,
     edfs,
     fidelity_check,
-    load_records,
     n0_analysis,
     pareto,
     wrn_analysis,
 )
+from archsearch.study.records import TrialRecord, load_records
 
 K_TRUTH = {1: 6.0, 2: 5.5, 4: 5.8, 8: 6.3}  # DMRNet Fig. 7's shape: K = 2 best
 

@@ -130,8 +130,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_report_names_the_training_precision_and_warns_when_mixed(tmp_path):
-    from archsearch.analysis.estimators import TrialRecord, analyze
+    from archsearch.analysis.estimators import analyze
     from archsearch.analysis.report import render_markdown
+    from archsearch.study.records import TrialRecord
 
     def rec(n, precision):
         return TrialRecord(number=n, state="COMPLETE", value=10.0 + n, name=f"resnet-{8 + 6 * (n % 2)}",

@@ -1,4 +1,4 @@
-"""Study files, overrides, bad input, storages, liveness and resume bookkeeping (no Ray cluster here)."""
+"""Study files, overrides, bad input and liveness (no Ray cluster here; storages: tests/test_storage_contract.py)."""
 
 from __future__ import annotations
 
@@ -20,15 +20,9 @@ import yaml
 from archsearch.cli import main
 from archsearch.errors import ConfigError
 from archsearch.study.config import apply_overrides, asha_rungs, expected_epochs, load_study, parse_duration
-from archsearch.study.storage import (
-    DRIVER_ATTR,
-    INTERRUPTED,
-    DriverLock,
-    driver_status,
-    enqueue_continuations,
-    mark_interrupted,
-    open_storage,
-)
+from archsearch.study.driver import DRIVER_ATTR, DriverLock, driver_status
+from archsearch.study.lifecycle import open_study
+from archsearch.study.storage import _with_installed_postgres_driver, open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SPACE = {"candidates": [{"name": "resnet-8"}, {"name": "multiresnet-8-k2"}, {"name": "dmrnet-8"}]}
@@ -239,7 +233,6 @@ def test_dry_run_of_a_grid_study(in_tmp: Path, capsys: pytest.CaptureFixture) ->
 def _prepared_study(path: Path, trials: int = 1) -> optuna.Study:
     """Create the study of a study file as `archsearch run` would, with `trials` finished trials."""
     from archsearch.orchestrate.tune import prepare
-    from archsearch.study.storage import open_study
 
     study = open_study(prepare(load_study(path), resume=False))
     for i in range(trials):
@@ -297,8 +290,6 @@ def test_plain_postgresql_url_uses_the_installed_driver(monkeypatch) -> None:
     """SQLAlchemy 2.1 reads `postgresql://` as psycopg 3; with only psycopg2 installed that URL failed."""
     import importlib.util
 
-    from archsearch.study.storage import _with_installed_postgres_driver
-
     installed = {"psycopg2"}
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in installed else None)
     assert _with_installed_postgres_driver("postgresql://u@h/db") == "postgresql+psycopg2://u@h/db"
@@ -341,7 +332,8 @@ def test_a_live_driver_keeps_others_out(in_tmp: Path, capsys) -> None:
     # another process holds the study (its flock and heartbeat), as a running `archsearch run` does
     code = (
         "import sys, time\n"
-        "from archsearch.study.storage import DriverLock, open_storage\n"
+        "from archsearch.study.driver import DriverLock\n"
+        "from archsearch.study.storage import open_storage\n"
         "from pathlib import Path\n"
         f"s = open_storage({config.storage_url!r})\n"
         f"lock = DriverLock(s, {study._study_id}, Path({str(config.run_dir / 'driver.lock')!r}))\n"
@@ -361,28 +353,7 @@ def test_a_live_driver_keeps_others_out(in_tmp: Path, capsys) -> None:
     assert not alive and info["pid"] == proc.pid  # SIGKILL left "running" behind; the flock says otherwise
 
 
-# ---------------------------------------------------------------------------------- storage and liveness
-
-
-def test_sqlite_storage_is_wal_with_busy_timeout(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/s.db"
-    storage = open_storage(url)
-    optuna.create_study(storage=storage, study_name="x")
-    with sqlite3.connect(tmp_path / "s.db") as con:
-        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    with storage.engine.connect() as con:
-        assert con.exec_driver_sql("PRAGMA busy_timeout").scalar() == 60000
-    with pytest.raises(ConfigError, match="no such file"):
-        open_storage(f"sqlite:///{tmp_path}/missing.db", create=False)
-    assert not (tmp_path / "missing.db").exists()
-
-
-def test_journal_storage(tmp_path: Path) -> None:
-    storage = open_storage(f"journal:{tmp_path}/j.log")
-    study = optuna.create_study(storage=storage, study_name="j")
-    study.tell(study.ask(), 1.0)
-    again = optuna.load_study(study_name="j", storage=open_storage(f"journal:{tmp_path}/j.log", create=False))
-    assert len(again.trials) == 1
+# ---------------------------------------------------------------------------------- liveness
 
 
 def test_driver_status_rules(tmp_path: Path) -> None:
@@ -418,34 +389,6 @@ def test_driver_status_rules(tmp_path: Path) -> None:
         mine.release("finished")
     alive, info = driver_status(storage, sid, lock)
     assert not alive and info["state"] == "finished"
-
-
-def test_interrupted_trials_fail_and_get_one_continuation(tmp_path: Path) -> None:
-    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
-    study = optuna.create_study(storage=storage, study_name="x")
-    ckpt = tmp_path / "trials" / "0" / "checkpoint.pt"
-    ckpt.parent.mkdir(parents=True)
-    ckpt.write_bytes(b"x")
-    running = study.ask({"candidate": optuna.distributions.CategoricalDistribution(["a", "b"])})
-    running.set_user_attr("seed", 3)
-    running.set_user_attr("checkpoint", str(ckpt))
-    running.report(80.0, 1)
-    done = study.ask()
-    study.tell(done, 10.0)
-
-    assert mark_interrupted(study) == [running.number]
-    t = study.trials[running.number]
-    assert t.state.name == "FAIL" and t.user_attrs["fail_reason"] == INTERRUPTED
-    assert t.intermediate_values == {1: 80.0}
-    assert study.trials[done.number].state.name == "COMPLETE"
-
-    assert enqueue_continuations(study) == [(running.number, str(ckpt))]
-    assert enqueue_continuations(study) == []  # one continuation per interrupted trial, ever
-    waiting = [t for t in study.trials if t.state.name == "WAITING"]
-    assert len(waiting) == 1
-    assert waiting[0].user_attrs == {"seed": 3, "resumed_from": running.number, "resume_checkpoint": str(ckpt)}
-    nxt = study.ask()  # the continuation re-samples the same architecture
-    assert nxt.suggest_categorical("candidate", ["a", "b"]) == running.params["candidate"]
 
 
 def test_dashboard_needs_an_existing_storage(in_tmp: Path, capsys) -> None:

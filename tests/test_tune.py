@@ -33,7 +33,8 @@ from rich.console import Console
 from archsearch.orchestrate.progress import StudyProgress
 from archsearch.orchestrate.tune import _ray_classes
 from archsearch.study.config import Resources, load_study
-from archsearch.study.storage import INTERRUPTED, open_storage
+from archsearch.study.records import INTERRUPTED
+from archsearch.study.storage import open_storage
 
 DATA = os.environ.get("ARCHSEARCH_DATA", str(Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg.tar.gz"))
 TINY_SPACE = {"candidates": [{"name": "resnet-8"}, {"name": "multiresnet-8-k2"}, {"name": "dmrnet-8"}]}
@@ -104,7 +105,7 @@ class FakeScheduler:
 
 def make_searcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **changes: Any) -> Any:
     from archsearch.orchestrate.tune import _ray_classes, prepare
-    from archsearch.study.storage import load_space_of, open_study
+    from archsearch.study.lifecycle import load_space_of, open_study
 
     monkeypatch.chdir(tmp_path)
     config = load_study(write_study(tmp_path, study_dict("unit", **changes)))
@@ -239,7 +240,7 @@ def test_grid_study_enqueues_every_point_then_finishes(tmp_path: Path, monkeypat
 def test_continuation_carries_checkpoint_history_into_optuna_and_asha(tmp_path: Path, monkeypatch) -> None:
     import torch
 
-    from archsearch.study.storage import enqueue_continuations, mark_interrupted
+    from archsearch.study.lifecycle import enqueue_continuations, mark_interrupted
 
     s = make_searcher(tmp_path, monkeypatch)
     c = s.suggest("a")

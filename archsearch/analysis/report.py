@@ -1,6 +1,6 @@
 """A study's answers as a Markdown report, attached to the study so the dashboard reaches it.
 
-`write_report` reads the study once (`analysis.load_records`), computes every answer
+`write_report` reads the study once (`study.records.load_records`), computes every answer
 (`analysis.analyze`), draws the figures (`plots.draw_all`) and writes, under `out_dir`:
 `report.md` (answers first, then the per-architecture table, figures, method), `analysis.json`
 (the same numbers for scripts) and `figures/` (PNG + interactive HTML). It then records the report
@@ -26,9 +26,9 @@ from archsearch.analysis.estimators import (
     BestResult,
     StudyAnalysis,
     analyze,
-    load_records,
 )
 from archsearch.analysis.plots import FigureFiles, draw_all
+from archsearch.study.records import load_records
 
 
 def write_report(

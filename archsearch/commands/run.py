@@ -83,7 +83,8 @@ def _shown(path: str | Path) -> str:
 
 def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
     from archsearch.study.config import describe_plan
-    from archsearch.study.storage import load_space_of, open_storage, storage_exists, study_id, summary
+    from archsearch.study.lifecycle import load_space_of, summary
+    from archsearch.study.storage import open_storage, storage_exists, study_id
 
     space = load_space_of(config)
     existing = None
@@ -116,7 +117,9 @@ def _print_summary(config, result: dict) -> None:  # noqa: ANN001 - a StudyConfi
               "checkpoint, by a later trial with resumed_from)")
     best = result.get("best")
     if best:
-        print(f"best: {best['name']} seed {best['seed']} (trial #{best['number']}) val_error {best['val_error']:.2f}%")
+        seeds = f"{best['seeds']} seed" + ("s" if best["seeds"] != 1 else "")
+        print(f"best: {best['name']} val_error {best['val_error']:.2f}% (mean of {seeds}; "
+              f"best trial #{best['number']})")
     else:
         print("best: no full-fidelity COMPLETE trial yet")
     if result.get("continued"):

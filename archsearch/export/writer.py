@@ -23,10 +23,7 @@ import ast
 import datetime as _dt
 import importlib.util
 import json
-import math
-import re
 import shlex
-import statistics
 import textwrap
 import uuid
 import warnings
@@ -40,6 +37,9 @@ from torch import nn
 from archsearch.arch.spec import ArchSpec, as_spec, parse_name
 from archsearch.errors import ArchsearchError, ConfigError, SpecError
 from archsearch.export.templates import ALLOWED_IMPORTS, module_name, render
+from archsearch.study.lifecycle import load_existing_study
+from archsearch.study.records import Architecture, rank_architectures, record_of
+from archsearch.study.storage import redact
 from archsearch.train.loop import RUNTIME_KEYS
 
 FAMILY_TITLES = {"resnet": "pre-activation ResNet", "wrn": "Wide ResNet", "multiresnet": "Multi-ResNet",
@@ -441,19 +441,23 @@ def _check_checkpoint_name(meta: dict[str, Any], spec: ArchSpec, where: Any) -> 
 # =============================================================================== studies
 @dataclass
 class Candidate:
-    """One architecture of a study: its usable trials (best first) and their mean error."""
+    """One architecture of a study to export: its spec, its counting trials (best first), its ranking."""
 
     spec: ArchSpec
     trials: list[Any]
-    errors: list[float]
+    ranked: Architecture
+
+    @property
+    def errors(self) -> list[float]:
+        return self.ranked.errors
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.errors)
+        return self.ranked.mean
 
     @property
     def std(self) -> float | None:
-        return statistics.stdev(self.errors) if len(self.errors) > 1 else None
+        return self.ranked.std
 
 
 def trial_error(trial: Any) -> float | None:
@@ -463,14 +467,6 @@ def trial_error(trial: Any) -> float | None:
         return float(values[0])
     value = getattr(trial, "value", None)
     return None if value is None else float(value)
-
-
-def is_full_fidelity(attrs: dict[str, Any]) -> bool:
-    """`full_fidelity`, or (when a trial lacks it) epochs reached >= max_epochs, as the analysis."""
-    if attrs.get("full_fidelity") is not None:
-        return bool(attrs["full_fidelity"])
-    epochs, max_epochs = attrs.get("epochs"), attrs.get("max_epochs")
-    return epochs is not None and max_epochs is not None and int(epochs) >= int(max_epochs)
 
 
 def trial_spec(attrs: dict[str, Any]) -> ArchSpec | None:
@@ -488,37 +484,17 @@ def trial_spec(attrs: dict[str, Any]) -> ArchSpec | None:
 
 
 def rank_trials(trials: list[Any]) -> list[Candidate]:
-    """Architectures of COMPLETE full-fidelity trials, ranked by mean validation error.
+    """Architectures of counting trials, lowest seed mean first (`archsearch.study.records.rank_architectures`).
 
-    Seeds of one spec are grouped; ties go to the lower best error, then the name. Each candidate's
-    trials are sorted best first (ties: lower trial number).
+    Each candidate keeps its Optuna trials, best first, for the checkpoints and provenance it exports.
     """
-    groups: dict[ArchSpec, list[tuple[float, Any]]] = {}
-    for t in trials:
-        state = getattr(getattr(t, "state", None), "name", str(getattr(t, "state", "")))
-        error = trial_error(t)
-        attrs = dict(getattr(t, "user_attrs", {}) or {})
-        if state != "COMPLETE" or error is None or not math.isfinite(error) or not is_full_fidelity(attrs):
-            continue
-        spec = trial_spec(attrs)
-        if spec is not None:
-            groups.setdefault(spec, []).append((error, t))
+    by_number = {t.number: t for t in trials}
     out = []
-    for spec, items in groups.items():
-        items.sort(key=lambda item: (item[0], item[1].number))
-        out.append(Candidate(spec, [t for _, t in items], [e for e, _ in items]))
-    out.sort(key=lambda c: (c.mean, c.errors[0], c.spec.name))
+    for arch in rank_architectures(record_of(t) for t in trials):
+        spec = trial_spec(dict(by_number[arch.best.number].user_attrs))
+        if spec is not None:
+            out.append(Candidate(spec, [by_number[r.number] for r in arch.records], arch))
     return out
-
-
-def display_url(url: str) -> str:
-    """A storage URL without its password."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL (e.g. a journal file): hide user:password@ by hand
-        return re.sub(r"//[^/@]*@", "//***@", url)
 
 
 def _storage_file(url: str) -> Path | None:
@@ -549,33 +525,6 @@ def _resolve_checkpoint(value: Any, storage_url: str) -> Path | None:
     return None
 
 
-def open_study(storage_url: str, study_name: str) -> Any:
-    """Load an Optuna study, with one-line errors for a missing database or study.
-
-    The storage is opened as the rest of archsearch opens it (`archsearch.study.storage.open_storage`:
-    SQLite in WAL mode, journal files) when that module is present.
-    """
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    db = _storage_file(storage_url)
-    if db is not None and not db.is_file():
-        raise ExportError(f"no study database at {db} (storage {display_url(storage_url)})")
-    storage: Any = storage_url
-    try:
-        from archsearch.study.storage import open_storage
-    except ImportError:
-        pass
-    else:
-        storage = open_storage(storage_url, where="export", create=False)
-    try:
-        return optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        names = optuna.get_all_study_names(storage)
-        raise ExportError(f"no study {study_name!r} in {display_url(storage_url)}; "
-                          f"studies there: {', '.join(names) or 'none'}") from None
-
-
 def export_study(storage_url: str, study_name: str, out_dir: str | Path, top: int = 5, *,
                  verify: bool = True) -> list[ExportResult]:
     """Export the `top` architectures of a study, best mean validation error first.
@@ -586,7 +535,7 @@ def export_study(storage_url: str, study_name: str, out_dir: str | Path, top: in
     """
     if top < 1:
         raise ExportError(f"--top must be >= 1, not {top}")
-    study = open_study(storage_url, study_name)
+    study = load_existing_study(storage_url, study_name, where="export")
     candidates = rank_trials(study.get_trials(deepcopy=False))
     if not candidates:
         raise ExportError(f"study {study_name!r} has no COMPLETE full-fidelity trials to export")
@@ -609,7 +558,7 @@ def export_study(storage_url: str, study_name: str, out_dir: str | Path, top: in
         metrics = {"val_error": trial_error(chosen), "seed": attrs.get("seed"), "test_error": attrs.get("test_error"),
                    "val_error_mean": cand.mean, "val_error_std": cand.std, "rank": rank,
                    "seeds": [t.user_attrs.get("seed") for t in cand.trials]}
-        prov = {"study": study_name, "storage": display_url(storage_url),
+        prov = {"study": study_name, "storage": redact(storage_url),
                 "study_id": getattr(study, "_study_id", None), "trial": chosen.number,
                 "trial_id": getattr(chosen, "_trial_id", None), "seed": attrs.get("seed"),
                 "checkpoint": attrs.get("checkpoint"), "user_attrs": attrs, "params": dict(chosen.params),

@@ -39,26 +39,19 @@ from typing import Any, NamedTuple
 
 from archsearch.errors import ConfigError
 from archsearch.study.config import StudyConfig
-from archsearch.study.storage import (
-    COUNTED_STATES,
-    INTERRUPTED,
-    DriverLock,
+from archsearch.study.driver import DriverLock, describe_driver, driver_status
+from archsearch.study.lifecycle import (
     Prepared,
-    describe_driver,
-    driver_status,
     enqueue_continuations,
     load_space_of,
     mark_interrupted,
-    open_storage,
     open_study,
-    quiet_optuna,
-    redact,
-    retry,
     seed_rungs,
-    study_id,
     summary,
     summary_of_storage,
 )
+from archsearch.study.records import COUNTED_STATES, INTERRUPTED
+from archsearch.study.storage import open_storage, quiet_optuna, redact, retry, study_id
 
 log = logging.getLogger("archsearch.orchestrate.tune")
 

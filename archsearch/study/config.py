@@ -50,6 +50,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from archsearch.errors import ConfigError
+from archsearch.study.storage import redact as _redact  # describe_plan's name for it, until the plan moves out
+from archsearch.train.loop import FINGERPRINT_NEUTRAL, RUNTIME_KEYS, TrainConfig
 
 RUNS_DIR = "runs"
 OBJECTIVES = ("val_error", "macs", "params")
@@ -251,8 +253,6 @@ class StudyConfig(_Strict):
 
     def train_fingerprint(self) -> str:
         """Hash of everything that decides how a trial trains (minus its seed and run-time knobs)."""
-        from archsearch.train.loop import FINGERPRINT_NEUTRAL, RUNTIME_KEYS
-
         data = self._train.model_dump(mode="json")
         for key in ("seed", *RUNTIME_KEYS):
             data.pop(key, None)
@@ -310,8 +310,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], where: str) -> d
 def load_study(path: str | os.PathLike, overrides: list[str] | None = None, *,
                n_trials: int | None = None) -> StudyConfig:
     """Read and validate a study file with `--set` overrides; errors → ConfigError naming file and key."""
-    from archsearch.train.loop import TrainConfig
-
     file = Path(path).expanduser()
     where = str(path)
     if not file.is_file():
@@ -471,9 +469,3 @@ def describe_plan(config: StudyConfig, space: Any, existing: str | None = None, 
                  + (f", at most {r.max_concurrent} at once" if r.max_concurrent else ""))
     lines.append(f"  data           {config.data_path or config.train_config.dataset + ' (ARCHSEARCH_DATA unset)'}")
     return lines
-
-
-def _redact(url: str) -> str:
-    from archsearch.study.storage import redact
-
-    return redact(url)
