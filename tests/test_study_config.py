@@ -420,3 +420,20 @@ def test_usage_errors_are_one_line_with_exit_2(argv: list[str], reason: str, cap
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert reason in err and len(err.splitlines()) == 1, err
+
+
+def test_summary_best_is_the_lowest_seed_mean_of_counting_trials(tmp_path: Path) -> None:
+    """`run`'s "best" is the report's: seed means of full-fidelity COMPLETE trials, with the seed count."""
+    from archsearch.study.lifecycle import summary
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path}/s.db"), study_name="x")
+    for name, value, attrs in (("a", 5.0, {"full_fidelity": True}), ("a", 9.0, {"full_fidelity": True}),
+                               ("b", 6.0, {"full_fidelity": True}), ("b", 7.0, {"epochs": 3, "max_epochs": 3}),
+                               ("c", 1.0, {"epochs": 1, "max_epochs": 3}),  # reduced fidelity: never counts
+                               ("d", 0.5, {"full_fidelity": False})):
+        trial = study.ask()
+        for key, v in {"name": name, **attrs}.items():
+            trial.set_user_attr(key, v)
+        study.tell(trial, value)
+    best = summary(study)["best"]
+    assert best == {"name": "b", "val_error": 6.5, "std": pytest.approx(0.7071, abs=1e-4), "seeds": 2, "number": 2}
