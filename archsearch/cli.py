@@ -11,6 +11,7 @@ import importlib
 import sys
 from typing import NoReturn
 
+from archsearch import __version__
 from archsearch.errors import ArchsearchError
 
 COMMANDS = {
@@ -31,17 +32,6 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(text: str) -> int:
-    """argparse type for counts (trials, samples, classes, resamples): 0 or less is a usage error."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _available() -> dict[str, object]:
     modules = {}
     for name, path in COMMANDS.items():
@@ -55,6 +45,7 @@ def _available() -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineErrorParser(prog="archsearch", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"archsearch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     modules = _available()
     for name, module in modules.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from archsearch.cli import positive_int
+from archsearch.commands import positive_int
 
 HELP = "count params, MACs (fvcore, eval, 1x3x32x32), depth, units and path statistics of a network"
 

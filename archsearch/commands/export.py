@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archsearch.cli import positive_int
+from archsearch.commands import positive_int
 from archsearch.errors import ArchsearchError
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from archsearch.cli import positive_int
+from archsearch.commands import positive_int
 from archsearch.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from archsearch.cli import positive_int
+from archsearch.commands import positive_int
 
 HELP = "run (or --resume) a study: Ray Tune trials, ASHA early stopping, Optuna storage as the record"
 

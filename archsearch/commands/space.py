@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from archsearch.cli import positive_int
+from archsearch.commands import positive_int
 
 HELP = "inspect a search space: its axes and budgets (show), seeded samples (sample), the full grid (grid)"
 
