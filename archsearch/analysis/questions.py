@@ -1,0 +1,155 @@
+"""Answers to declared questions, from counting trials only (each answer says which seeds it rests on).
+
+`answer_all` turns resolved questions (`archsearch.study.questions`) and trial records into answers; `as_json`
+gives the stable form `archsearch replay --json` and the report share. The statistics are
+`archsearch.analysis.contrasts`'s, checked by simulation in tests/analysis/test_contrasts.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from archsearch.analysis.contrasts import (
+    LEVEL,
+    BestSet,
+    Contrast,
+    Sample,
+    ThresholdAnswer,
+    best_set,
+    contrast,
+    threshold,
+)
+from archsearch.study.questions import ResolvedQuestion
+
+
+@dataclass
+class Answer:
+    """One question's answer: `result` is a ThresholdAnswer, BestSet or Contrast; `seeds` per candidate used."""
+
+    id: str
+    kind: str
+    result: ThresholdAnswer | BestSet | Contrast | None
+    seeds: dict[str, int] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def resolved(self) -> bool:
+        r = self.result
+        if isinstance(r, ThresholdAnswer | BestSet):
+            return r.resolved
+        return isinstance(r, Contrast) and r.decision in "+-="
+
+    def line(self) -> str:
+        """One line for `run`'s summary and the report's first lines."""
+        return f"{self.id}: {describe(self)}"
+
+
+def samples_by_name(records: list[Any]) -> dict[str, Sample]:
+    """Each canonical name's counting trials as one Sample (seed order)."""
+    by: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for r in records:
+        if r.usable:
+            by[r.name].append((r.seed if r.seed is not None else -1 - r.number, float(r.value)))
+    return {n: Sample(n, tuple(v for _, v in sorted(rows)), tuple(s for s, _ in sorted(rows)))
+            for n, rows in sorted(by.items())}
+
+
+def answer(rq: ResolvedQuestion, samples: dict[str, Sample], *, level: float = LEVEL, seed: int = 0) -> Answer:
+    """Answer one resolved question from the counting seeds of its own candidates."""
+    q = rq.question
+    missing = sorted(n for n in rq.names if n not in samples)
+    seeds = {n: samples[n].n for n in sorted(rq.names) if n in samples}
+    if missing:
+        return Answer(q.id, q.kind, None, seeds, f"no counting trial yet for {', '.join(missing)}")
+    if q.kind == "threshold":
+        result: Any = threshold([(d, samples[t], samples[r]) for d, t, r in rq.pairs], level=level, seed=seed)
+    elif q.kind == "best":
+        result = best_set({v: [samples[n] for n in names] for v, names in rq.options},
+                          labels={v: f"{q.option}={v}" for v, _ in rq.options}, level=level, margin=q.margin)
+    else:
+        result = contrast(_pooled(q.id + ".a", [samples[n] for n in rq.a]),
+                          _pooled(q.id + ".b", [samples[n] for n in rq.b]), level=level, margin=q.margin)
+    return Answer(q.id, q.kind, result, seeds)
+
+
+def _pooled(label: str, samples: list[Sample]) -> Sample:
+    """A side of a compare question: one candidate as is; several as the mean of their seed means per seed."""
+    if len(samples) == 1:
+        return samples[0]
+    common = set.intersection(*(set(s.seeds or ()) for s in samples))
+    rows = [(seed, sum(dict(zip(s.seeds, s.values, strict=True))[seed] for s in samples) / len(samples))
+            for seed in sorted(common)]
+    return Sample(label, tuple(v for _, v in rows), tuple(s for s, _ in rows))
+
+
+def answer_all(resolved: list[ResolvedQuestion], records: list[Any], *, level: float = LEVEL,
+               seed: int = 0) -> list[Answer]:
+    samples = samples_by_name(records)
+    return [answer(rq, samples, level=level, seed=seed + i) for i, rq in enumerate(resolved)]
+
+
+def _depth(v: float | None, lo: int, hi: int) -> str:
+    if v is None:
+        return "?"
+    return f"<{lo}" if v == -math.inf else f">{hi}" if v == math.inf else f"{v:.1f}"
+
+
+def describe(a: Answer) -> str:
+    """The answer in words, inconclusive ones with what would resolve them."""
+    r = a.result
+    if r is None:
+        return f"not answered: {a.message}"
+    if isinstance(r, ThresholdAnswer):
+        if r.status in ("needs_seeds", "insufficient"):
+            return f"not answered: {r.message}"
+        lo, hi = r.depths[0], r.depths[-1]
+        signs = " ".join(f"{d}:{s}" for d, s in r.signs.items())
+        head = f"n₀ = {_depth(r.n0, lo, hi)} (95 % interval {_depth(r.low, lo, hi)} – {_depth(r.high, lo, hi)})"
+        todo = [c.seeds_to_resolve for c in r.deltas if c.decision == "?"]
+        tail = "" if r.resolved else " — inconclusive" + _need(todo)
+        return f"{head}; Δ signs {signs}{tail}"
+    if isinstance(r, BestSet):
+        if r.status != "ok":
+            return f"not answered: {r.message}"
+        if r.equivalent:
+            return f"equivalent within {r.margin:g} points: {', '.join(r.contenders)}"
+        if r.resolved:
+            best = r.options[0]
+            return f"best {r.contenders[0]} ({best.mean:.2f} % ± {best.se:.2f})"
+        return f"inconclusive: {', '.join(r.contenders)} not significantly worse than the best" + _need(
+            [r.seeds_to_resolve])
+    if r.status != "ok":
+        return f"not answered: {r.message}"
+    verdict = {"+": "a worse", "-": "a better", "=": "equivalent within the margin", "?": "inconclusive"}[r.decision]
+    need = _need([r.seeds_to_resolve]) if r.decision == "?" else ""
+    return f"a − b = {r.estimate:+.2f} points [{r.low:+.2f}, {r.high:+.2f}]: {verdict}{need}"
+
+
+def _need(seeds: list[int | None]) -> str:
+    known = [s for s in seeds if s is not None]
+    if not known:
+        return " (the effect is too small to resolve with a feasible number of seeds)"
+    return f" (≈ {max(known)} seeds per candidate would likely resolve it)"
+
+
+def as_json(a: Answer) -> dict[str, Any]:
+    """The stable machine-readable form (the replay's `answers` entries)."""
+    r = a.result
+    out: dict[str, Any] = {"id": a.id, "kind": a.kind, "resolved": a.resolved, "seeds": a.seeds,
+                           "text": describe(a)}
+    if isinstance(r, ThresholdAnswer):
+        out.update(n0=_num(r.n0), low=_num(r.low), high=_num(r.high), signs={str(d): s for d, s in r.signs.items()})
+    elif isinstance(r, BestSet):
+        out.update(contenders=[o.value for o in r.options if o.label in r.contenders], equivalent=r.equivalent)
+    elif isinstance(r, Contrast):
+        out.update(estimate=r.estimate, low=r.low, high=r.high, decision=r.decision)
+    return out
+
+
+def _num(v: float | None) -> float | str | None:
+    if v is None or math.isfinite(v):
+        return v
+    return "inf" if v > 0 else "-inf"
