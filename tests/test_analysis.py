@@ -13,18 +13,12 @@ import numpy as np
 import optuna
 import pytest
 
-from archsearch.analysis.estimators import (
-    TrialRecord,
-    analyze,
-    best_k,
-    crossing_depth,
-    edfs,
-    fidelity_check,
-    load_records,
-    n0_analysis,
-    pareto,
-    wrn_analysis,
-)
+from archsearch.analysis.answers import analyze
+from archsearch.analysis.best import best_k, wrn_analysis
+from archsearch.analysis.estimators import TrialRecord, load_records
+from archsearch.analysis.fidelity import fidelity_check
+from archsearch.analysis.landscape import edfs, pareto
+from archsearch.analysis.threshold import crossing_depth, n0_analysis
 
 K_TRUTH = {1: 6.0, 2: 5.5, 4: 5.8, 8: 6.3}  # DMRNet Fig. 7's shape: K = 2 best
 

@@ -1,7 +1,7 @@
 """A study's answers as a Markdown report, attached to the study so the dashboard reaches it.
 
 `write_report` reads the study once (`analysis.load_records`), computes every answer
-(`analysis.analyze`), draws the figures (`plots.draw_all`) and writes, under `out_dir`:
+(`answers.analyze`), draws the figures (`plots.draw_all`) and writes, under `out_dir`:
 `report.md` (answers first, then the per-architecture table, figures, method), `analysis.json`
 (the same numbers for scripts) and `figures/` (PNG + interactive HTML). It then records the report
 on the study: user attributes `report_path`, `report_artifact_id`, `artifact_dir`; an Optuna
@@ -20,15 +20,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from archsearch.analysis.estimators import (
-    LEVEL,
-    N_BOOT,
-    BestResult,
-    StudyAnalysis,
-    analyze,
-    load_records,
-)
+from archsearch.analysis.answers import StudyAnalysis, analyze
+from archsearch.analysis.best import BestResult
+from archsearch.analysis.estimators import load_records
 from archsearch.analysis.plots import FigureFiles, draw_all
+from archsearch.analysis.stats import LEVEL, N_BOOT
 
 
 def write_report(
