@@ -213,7 +213,7 @@ def prewarm_branch_strategies(config: Any) -> dict[str, Any]:
     from archsearch.nn.build import build
     from archsearch.space.space import grid
     from archsearch.study.storage import load_space_of
-    from archsearch.train.loop import resolve_precision
+    from archsearch.train.precision import resolve_precision
 
     tc = config.train_config
     amp, channels_last = resolve_precision(tc, torch.device("cpu"))  # time shapes as trials will run them

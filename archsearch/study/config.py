@@ -14,7 +14,7 @@
                                      # rule: stop (Ray's ASHA, default) | promote (pause at rungs, Li et al.)
     resources: {cpus: 1, gpus: 0.5, max_concurrent: null}           # per trial
     data: null                       # dataset archive/folder; null: ARCHSEARCH_DATA
-    train: {epochs: 3, subset: 512, val_size: 256, batch_size: 64}  # archsearch.train.loop.TrainConfig
+    train: {epochs: 3, subset: 512, val_size: 256, batch_size: 64}  # archsearch.train.config.TrainConfig
     evaluate_test: false             # also record test_error of finished trials
     report: true                     # write runs/<name>/report/ at the end of the run
     export_top: 1                    # export the N best architectures to runs/<name>/export/
@@ -203,7 +203,7 @@ class StudyConfig(_Strict):
 
     @property
     def train_config(self) -> Any:
-        """The `archsearch.train.loop.TrainConfig` every trial uses (seed set per trial)."""
+        """The `archsearch.train.config.TrainConfig` every trial uses (seed set per trial)."""
         return self._train
 
     @property
@@ -251,7 +251,7 @@ class StudyConfig(_Strict):
 
     def train_fingerprint(self) -> str:
         """Hash of everything that decides how a trial trains (minus its seed and run-time knobs)."""
-        from archsearch.train.loop import FINGERPRINT_NEUTRAL, RUNTIME_KEYS
+        from archsearch.train.config import FINGERPRINT_NEUTRAL, RUNTIME_KEYS
 
         data = self._train.model_dump(mode="json")
         for key in ("seed", *RUNTIME_KEYS):
@@ -310,7 +310,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], where: str) -> d
 def load_study(path: str | os.PathLike, overrides: list[str] | None = None, *,
                n_trials: int | None = None) -> StudyConfig:
     """Read and validate a study file with `--set` overrides; errors → ConfigError naming file and key."""
-    from archsearch.train.loop import TrainConfig
+    from archsearch.train.config import TrainConfig
 
     file = Path(path).expanduser()
     where = str(path)
