@@ -48,8 +48,8 @@ def write_report(
 
 def attach(study: Any, report: Path, summary: str, artifact_dir: Path) -> str:
     """Make the report reachable from the dashboard: user attribute, artifacts, study note."""
-    import optuna_dashboard
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+    import optuna_dashboard  # lazy: the dashboard package loads only when a report is attached
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact  # lazy: with it, as the dashboard reads them
 
     artifact_dir.mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(artifact_dir)
