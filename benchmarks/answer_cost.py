@@ -22,9 +22,9 @@ the epochs each study trained (Σ over trials of the epochs reached), the ratio 
 agreement is no evidence (grid resolves no depth; ASHA read before the grid's answer settles; ASHA
 less certain than the grid).
 
-How the ASHA study's answer is derived (archsearch.analysis.estimators feeds answers with full-fidelity trials
+How the ASHA study's answer is derived (archsearch.analysis feeds answers with full-fidelity trials
 only, and under ASHA most trials never finish):
-  (i)  "survivors": `archsearch.analysis.estimators.n0_analysis` on the ASHA study as it is, i.e. on the trials
+  (i)  "survivors": `archsearch.analysis.threshold.n0_analysis` on the ASHA study as it is, i.e. on the trials
        that ASHA let finish. Usually insufficient or built on one seed of a few candidates.
   (ii) "matched fidelity" (labelled as a multi-fidelity estimate): for each depth d, the multi
        candidate and the plain reference are compared at e_d, the highest epoch that EVERY seed of
@@ -34,7 +34,7 @@ only, and under ASHA most trials never finish):
        across depths whose e_d may differ. A survivor-selected variant (highest epoch where both have
        at least one trial, means over whichever seeds got there) is reported beside it as a
        diagnostic, marked biased.
-Whether low rungs can be trusted is read off the grid: `archsearch.analysis.estimators.fidelity_check` (rank
+Whether low rungs can be trusted is read off the grid: `archsearch.analysis.fidelity.fidelity_check` (rank
 correlation of each rung's error with the final error) and the grid's own Δ signs at each rung epoch.
 Training is deterministic on CPU, so an ASHA trial's per-epoch errors equal the grid trial's with the
 same (architecture, seed); the benchmark checks that and reports the largest difference. That also
@@ -213,7 +213,7 @@ def prewarm_branch_strategies(config: Any) -> dict[str, Any]:
     from archsearch.nn.build import build
     from archsearch.space.space import grid
     from archsearch.study.lifecycle import load_space_of
-    from archsearch.train.loop import resolve_precision
+    from archsearch.train.precision import resolve_precision
 
     tc = config.train_config
     amp, channels_last = resolve_precision(tc, torch.device("cpu"))  # time shapes as trials will run them
@@ -253,7 +253,8 @@ def _strategy_keys() -> set[str]:
 # ----------------------------------------------------------------------------------- analysis
 def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, seed: int,
                  n_boot: int) -> dict[str, Any]:
-    from archsearch.analysis.estimators import fidelity_check, n0_analysis
+    from archsearch.analysis.fidelity import fidelity_check
+    from archsearch.analysis.threshold import n0_analysis
     from archsearch.study.config import asha_rungs
 
     grid_cfg, asha_cfg = configs["grid"], configs["asha"]
@@ -446,12 +447,14 @@ def matched_fidelity_n0(records: list, *, seeds: list[int], seed: int, n_boot: i
                         level: float = 0.95) -> dict[str, Any]:
     """Δ(d) = err(multi_d) − err(plain) at e_d, the highest epoch EVERY seed of both reached; n₀ across d.
 
-    Same conventions as `archsearch.analysis.estimators.n0_analysis` (seed-bootstrap of each candidate's mean,
+    Same conventions as `archsearch.analysis.threshold.n0_analysis` (seed-bootstrap of each candidate's mean,
     t-widened percentile interval with df = Σ(seeds − 1), n₀ from the widened Δ replicates, last
     + → ≤ 0 crossing interpolated), but each depth is compared at its own fidelity e_d. Labelled a
     multi-fidelity estimate.
     """
-    from archsearch.analysis.estimators import block_of, bootstrap_means, crossing_depth, interval, widened
+    from archsearch.analysis.candidates import block_of
+    from archsearch.analysis.stats import bootstrap_means, interval, widened
+    from archsearch.analysis.threshold import crossing_depth
 
     trials = [r for r in records if r.state in ("COMPLETE", "PRUNED") and r.intermediate
               and r.family in ("resnet", "multiresnet") and block_of(r.name) != "wide"]
@@ -640,7 +643,7 @@ def replay_asha_promoting(grid: list, seconds: dict, *, max_epochs: int, grace: 
 def what_if(grid: list, asha: list, seconds: dict, *, max_epochs: int, slots: int, seeds: list[int],
             seed: int, n_boot: int, real: tuple[int, float, str]) -> dict[str, Any]:
     """Replay the real ASHA setting under its rule (validation against the real run), then other settings/orders."""
-    from archsearch.analysis.estimators import n0_analysis
+    from archsearch.analysis.threshold import n0_analysis
 
     grid_signs = _signs(_one(n0_analysis(grid, seed=seed, n_boot=n_boot)))
     by_number = sorted(grid, key=lambda r: r.number)
@@ -898,10 +901,10 @@ def render_markdown(rep: dict[str, Any]) -> str:
         lines.append(f"| {w['rule']} | {w['order']} | {w['reduction_factor']:g} | {w['grace_period']} | {w['rungs']} | "
                      f"{w['ratio']:.3f} | {w['full_fidelity_trials']} | {mm['epochs']} | {' '.join(mm['signs'])} | "
                      f"{n0} | {'yes' if w['same_signs'] else 'no'} |")
-    lines += ["", "How the ASHA answer is derived: (i) `archsearch.analysis.estimators.n0_analysis` on the ASHA study "
+    lines += ["", "How the ASHA answer is derived: (i) `archsearch.analysis.threshold.n0_analysis` on the ASHA study "
               "(full-fidelity trials only, i.e. those ASHA let finish); (ii) a multi-fidelity estimate: "
               "each depth's multi candidate vs the plain reference at the highest epoch every seed of both "
-              "reached, bootstrap over seeds as in archsearch.analysis.estimators. See the module docstring.", ""]
+              "reached, bootstrap over seeds as in archsearch.analysis.stats. See the module docstring.", ""]
     return "\n".join(lines)
 
 

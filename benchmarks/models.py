@@ -7,7 +7,7 @@ comparable across machines, the MACs/s ratio to resnet-20 measured in the same r
     .venv/bin/python benchmarks/models.py [--batch 128] [--steps 6] [--device cpu] [--amp auto|off]
 
 `--amp auto` (default) trains as the trainer does by default on this device (bf16 autocast and
-channels_last where `archsearch.train.loop.resolve_precision` picks them); `--amp off` trains in fp32
+channels_last where `archsearch.train.precision.resolve_precision` picks them); `--amp off` trains in fp32
 (channels_last stays the trainer's default on CPU and CUDA).
 """
 
@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from archsearch.nn.build import build
 from archsearch.nn.complexity import count
-from archsearch.train.loop import make_config, precision_name, resolve_precision
+from archsearch.train.config import make_config
+from archsearch.train.precision import precision_name, resolve_precision
 
 MODELS = [  # about 0.27-0.39M params, plus resnet-56 (0.85M) for scale
     "resnet-20", "resnet-56", "multiresnet-8-k4", "dvanet-14", "dmrnet-14", "warpnet-19-1-K3", "warpnet-25-1",

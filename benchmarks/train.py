@@ -32,8 +32,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from archsearch.nn.build import build  # noqa: E402
+from archsearch.train import make_config, train  # noqa: E402
 from archsearch.train.data import load_dataset, split_indices  # noqa: E402
-from archsearch.train.loop import make_config, train  # noqa: E402
 
 TARGET_SPEEDUP = 1.3
 TARGET_OVERHEAD = 0.05
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     warm_up(copy.deepcopy(model0), args.batch_size)
     load0 = os.getloadavg()[0]
 
-    from archsearch.train.loop import resolve_precision
+    from archsearch.train.precision import resolve_precision
 
     amp, cl = resolve_precision(base, torch.device("cpu"))
     default = f"ours, defaults ({'fp32' if amp is None else 'bf16 autocast'}{' + channels_last' if cl else ''} here)"

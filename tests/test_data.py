@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from archsearch.errors import ConfigError
+from archsearch.train import augment as A
 from archsearch.train import data as D
+from archsearch.train import sources as S
 
 
 def test_cifar10_decoded(cifar10):
@@ -28,7 +30,7 @@ def test_second_load_uses_cache(cifar10, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although a cache exists")
 
-    monkeypatch.setattr(D, "decode_images", no_decoding)
+    monkeypatch.setattr(S, "decode_images", no_decoding)
     monkeypatch.setenv("ARCHSEARCH_DATA", cifar10.source)
     again = D.load_dataset("cifar10", progress=False)
     assert again.from_cache
@@ -77,17 +79,17 @@ def test_resolve_source(tmp_path, monkeypatch):
     archive = tmp_path / "cifar10-jpg.tar.gz"
     archive.write_bytes(b"")
     monkeypatch.setenv("ARCHSEARCH_DATA", str(archive))
-    assert D.resolve_source("cifar10") == archive
-    assert D.resolve_source("cifar100")[0] == "torchvision"  # the archive names another dataset
+    assert S.resolve_source("cifar10") == archive
+    assert S.resolve_source("cifar100")[0] == "torchvision"  # the archive names another dataset
     monkeypatch.setenv("ARCHSEARCH_DATA", str(tmp_path))  # a data root
-    assert D.resolve_source("CIFAR-10") == archive
-    assert D.resolve_source("svhn") == ("torchvision", tmp_path)
+    assert S.resolve_source("CIFAR-10") == archive
+    assert S.resolve_source("svhn") == ("torchvision", tmp_path)
     with pytest.raises(ConfigError, match="unknown dataset"):
-        D.resolve_source("mnist")
+        S.resolve_source("mnist")
     monkeypatch.setenv("ARCHSEARCH_DATA", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="ARCHSEARCH_DATA"):
-        D.resolve_source("cifar10")
-    assert D.dataset_key("cifar100-png") == "cifar100" and D.dataset_key("my-set") is None
+        S.resolve_source("cifar10")
+    assert S.dataset_key("cifar100-png") == "cifar100" and S.dataset_key("my-set") is None
 
 
 def test_split_indices():
@@ -116,11 +118,11 @@ def _reference(images, index, dy, dx, flip, pad, padding):
 def test_crop_flip_matches_reference(padding):
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (20, 3, 12, 10), dtype=torch.uint8, generator=g)
-    plan = D.plan_epoch(20, g, pad=4)
+    plan = A.plan_epoch(20, g, pad=4)
     idx = plan.order[:16]
     dy, dx, flip = plan.dy[:16], plan.dx[:16], plan.flip[:16]
     assert flip.any() and not flip.all() and dy.min() >= 0 and dy.max() <= 8
-    out = D.crop_flip(images, idx, dy, dx, flip, pad=4, padding=padding)
+    out = A.crop_flip(images, idx, dy, dx, flip, pad=4, padding=padding)
     assert out.shape == (16, 3, 12, 10) and out.dtype == torch.uint8
     assert torch.equal(out, _reference(images, idx, dy, dx, flip, 4, padding))
 
@@ -129,25 +131,25 @@ def test_crop_flip_identity_and_flip():
     images = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).view(2, 3, 4, 4)
     idx = torch.tensor([1, 0])
     centre = torch.tensor([4, 4])
-    same = D.crop_flip(images, idx, centre, centre, torch.tensor([False, False]))
+    same = A.crop_flip(images, idx, centre, centre, torch.tensor([False, False]))
     assert torch.equal(same, images[idx])
-    flipped = D.crop_flip(images, idx, centre, centre, torch.tensor([True, False]))
+    flipped = A.crop_flip(images, idx, centre, centre, torch.tensor([True, False]))
     assert torch.equal(flipped[0], images[1].flip(2)) and torch.equal(flipped[1], images[0])
-    shifted = D.crop_flip(images, idx, torch.tensor([5, 4]), centre, torch.tensor([False, False]))
+    shifted = A.crop_flip(images, idx, torch.tensor([5, 4]), centre, torch.tensor([False, False]))
     assert torch.equal(shifted[0, :, :3], images[1, :, 1:]) and shifted[0, :, 3].eq(0).all()
 
 
 def test_plan_epoch_replays():
-    a = D.plan_epoch(100, torch.Generator().manual_seed(7))
-    b = D.plan_epoch(100, torch.Generator().manual_seed(7))
+    a = A.plan_epoch(100, torch.Generator().manual_seed(7))
+    b = A.plan_epoch(100, torch.Generator().manual_seed(7))
     assert torch.equal(a.order, b.order) and torch.equal(a.dx, b.dx) and torch.equal(a.flip, b.flip)
     assert sorted(a.order.tolist()) == list(range(100))
-    plain = D.plan_epoch(10, torch.Generator(), augment=False)
+    plain = A.plan_epoch(10, torch.Generator(), augment=False)
     assert plain.dy.eq(4).all() and not plain.flip.any()
 
 
 def test_normalizer(cifar10):
-    norm = D.Normalizer(cifar10.mean, cifar10.std, torch.device("cpu"), channels_last=True)
+    norm = A.Normalizer(cifar10.mean, cifar10.std, torch.device("cpu"), channels_last=True)
     x = norm(cifar10.train_x[::10])  # strided: the archive stores the images class by class
     assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
     assert x.mean(dim=(0, 2, 3)).abs().max() < 0.05

@@ -381,7 +381,7 @@ def test_export_study_top_trials(study: tuple[str, str, dict[str, Any]], tmp_pat
     args = parser.parse_args(shlex.split(command)[2:])
     assert (args.arch, args.config, args.seed, args.epochs, args.test) == (
         "resnet-8", "resnet-8.train.yaml", 0, 3, True)
-    assert pytest.importorskip("archsearch.train.loop").make_config(settings).lr == 0.05
+    assert pytest.importorskip("archsearch.train.config").make_config(settings).lr == 0.05
     assert "11.00 %" in card and "10.00 %" in card and "mean of 2 seeds 11.00" in card
     assert "| depth | 8 |" in card  # the sampled Optuna parameters
     ranking = (out / "ranking.md").read_text()

@@ -12,8 +12,11 @@ from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState, create_trial
 from optuna_dashboard import get_note
 
-from archsearch.analysis.report import write_report
+from archsearch.analysis.answers import analyze
+from archsearch.analysis.report import render_markdown, write_report
 from archsearch.cli import main
+from archsearch.commands.report import study_file_location
+from archsearch.study.records import TrialRecord
 
 CANDIDATES = [  # name, family, depth, k, true error, budget, width
     ("resnet-110", "resnet", 110, 1, 6.0, "1.7M", 16),
@@ -113,8 +116,6 @@ def test_cli_study_file_form_defaults_to_runs_dir(tmp_path, monkeypatch, capsys)
 
 
 def test_study_file_is_read_by_the_study_loader(tmp_path, monkeypatch):
-    from archsearch.commands.report import study_file_location
-
     monkeypatch.chdir(tmp_path)
     root = Path(__file__).resolve().parents[1]
     name, url = study_file_location(root / "studies" / "quickstart.yaml")
@@ -130,9 +131,6 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_report_names_the_training_precision_and_warns_when_mixed(tmp_path):
-    from archsearch.analysis.estimators import analyze
-    from archsearch.analysis.report import render_markdown
-    from archsearch.study.records import TrialRecord
 
     def rec(n, precision):
         return TrialRecord(number=n, state="COMPLETE", value=10.0 + n, name=f"resnet-{8 + 6 * (n % 2)}",

@@ -8,20 +8,16 @@ import pytest
 import torch
 from torch import nn
 
+import archsearch.train.evaluate as evaluate_module
+from archsearch.cli import main
 from archsearch.errors import ConfigError
-from archsearch.train.loop import (
-    NonFiniteLossError,
-    TrainConfig,
-    TrainingFailure,
-    TrialOutOfMemoryError,
-    load_checkpoint,
-    load_checkpoint_metrics,
-    lr_factor,
-    make_config,
-    measure_latency,
-    recalibrate_bn,
-    train,
-)
+from archsearch.nn.build import build
+from archsearch.train.augment import Normalizer
+from archsearch.train.checkpoint import load_checkpoint, load_checkpoint_metrics
+from archsearch.train.config import TrainConfig, lr_factor, make_config
+from archsearch.train.evaluate import measure_latency, precise_bn_images, recalibrate_bn
+from archsearch.train.loop import NonFiniteLossError, TrainingFailure, TrialOutOfMemoryError, train
+from archsearch.train.precision import cpu_has_native_bf16
 
 # A small net, briefly: 2 epochs on 2,000 images in a few seconds on 2 CPU cores. One thread: on a
 # shared machine two OpenMP threads wait on each other's time slices (4x slower at load 4).
@@ -189,11 +185,9 @@ def test_measure_latency():
 
 
 def test_latency_measured_once_per_architecture_and_setting(cifar10, monkeypatch):
-    import archsearch.train.loop as train_module
-
     calls = []
-    monkeypatch.setattr(train_module, "_LATENCY_SEEN", {})
-    monkeypatch.setattr(train_module, "measure_latency",
+    monkeypatch.setattr(evaluate_module, "_LATENCY_SEEN", {})
+    monkeypatch.setattr(evaluate_module, "measure_latency",
                         lambda net, *a, **k: calls.append(type(net).__name__) or {"latency_b1_ms": float(len(calls))})
     tiny = {**TINY, "latency": True, "amp": "bf16"}  # explicit: "auto" is fp32 on CPUs without AMX
     first = train("resnet-8", {**tiny, "seed": 0}, data=cifar10)
@@ -210,9 +204,6 @@ def test_latency_measured_once_per_architecture_and_setting(cifar10, monkeypatch
 
 @pytest.mark.parametrize("name", ["multiresnet-8-k2", "wrn-10-2-drop0.3"])
 def test_recalibrate_bn_sets_the_mean_of_batch_statistics(cifar10, name):
-    from archsearch.nn.build import build
-    from archsearch.train.data import Normalizer
-
     torch.manual_seed(0)
     images = cifar10.train_x[:96]
     normalize = Normalizer(cifar10.mean, cifar10.std, torch.device("cpu"))
@@ -242,8 +233,6 @@ def test_precise_bn_sample_is_random_augmented_and_replayable(cifar10):
     """The sample spans the classes of a class-ordered set (the first images did not: 12 points worse on
     a trained network), is augmented like training, depends on (seed, epoch) only, and draws nothing from
     the global generator."""
-    from archsearch.train.loop import precise_bn_images
-
     images, labels = cifar10.train_x[:512], cifar10.train_y[:512]
     order = labels.argsort(stable=True)
     images, labels = images[order], labels[order]  # class by class, as an image-folder tree is read
@@ -269,8 +258,6 @@ def test_precise_bn_changes_only_evaluation(cifar10):
 
 
 def test_cli_trains_and_reports_json(cifar10, tmp_path, capsys, monkeypatch):
-    from archsearch.cli import main
-
     spec = tmp_path / "arch.yaml"
     spec.write_text("name: resnet-8\n")
     monkeypatch.setenv("ARCHSEARCH_DATA", cifar10.source)
@@ -293,8 +280,6 @@ def test_cli_trains_and_reports_json(cifar10, tmp_path, capsys, monkeypatch):
     (["train", "resnet-8", "--device", "tpu9"], "device"),
 ])
 def test_cli_bad_input_is_one_line(argv, message, capsys):
-    from archsearch.cli import main
-
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
@@ -315,8 +300,6 @@ def test_every_family_trains_and_validates(name, amp, cifar10):
 @pytest.mark.parametrize("name", ["warpnet-19-1-K3", "warpnet-13-1-K2"])
 def test_warp_operator_in_inference_mode_and_autocast(name):
     """Inference mode gives the no-grad output exactly; bf16 autocast stays within bf16 rounding."""
-    from archsearch.nn.build import build
-
     torch.manual_seed(0)
     net = build(name, num_classes=10).eval()
     x = torch.randn(4, 3, 32, 32)
@@ -330,8 +313,6 @@ def test_warp_operator_in_inference_mode_and_autocast(name):
 
 
 def test_auto_precision_follows_the_cpu(cifar10):
-    from archsearch.train.loop import cpu_has_native_bf16
-
     auto = train("resnet-8", TINY, data=cifar10, device="cpu")
     assert auto["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
     off = train("resnet-8", {**TINY, "amp": "off", "channels_last": False}, data=cifar10, device="cpu")
@@ -370,8 +351,7 @@ NARROW_PROJECTION_NETS = ["resnet-8-c4.6.12-proj", "resnet-11-c4.6.12-bottleneck
                           "warpnet-13-1-K2-c6"]
 _TRAIN_NARROW = """
 import json, sys
-from archsearch.train.data import load_dataset
-from archsearch.train.loop import train
+from archsearch.train import load_dataset, train
 data = load_dataset("cifar10", progress=False)
 for name in sys.argv[2:]:
     r = train(name, dict(epochs=1, subset=128, val_size=10, batch_size=64, latency=False, threads=int(sys.argv[1])),

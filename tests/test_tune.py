@@ -667,7 +667,7 @@ def test_promote_rule_pauses_resumes_exactly_and_prunes_the_rest(tmp_path: Path)
     Every trial's per-epoch errors are compared with the same (architecture, seed) trained straight
     through in this process, so a resume that lost or replayed anything would show.
     """
-    from archsearch.train.loop import make_config, train
+    from archsearch.train import make_config, train
 
     data = study_dict("promote", n_trials=6, seeds=2, report=False, export_top=0,
                       asha={"max_epochs": 3, "grace_period": 1, "reduction_factor": 2, "rule": "promote"},

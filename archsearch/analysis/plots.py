@@ -19,15 +19,11 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import ScalarFormatter
 from plotly.subplots import make_subplots
 
-from archsearch.analysis.estimators import (
-    EDF,
-    BestResult,
-    FidelityCheck,
-    N0Result,
-    ParetoFront,
-    PathLengthResult,
-    StudyAnalysis,
-)
+from archsearch.analysis.answers import StudyAnalysis
+from archsearch.analysis.best import BestResult
+from archsearch.analysis.fidelity import FidelityCheck
+from archsearch.analysis.landscape import EDF, ParetoFront, PathLengthResult
+from archsearch.analysis.threshold import N0Result
 
 COLORS = {  # one colour per family, the same in every figure
     "resnet": "#1f77b4", "multiresnet": "#ff7f0e", "wrn": "#2ca02c", "postresnet": "#7f7f7f",

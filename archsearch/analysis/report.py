@@ -1,7 +1,7 @@
 """A study's answers as a Markdown report, attached to the study so the dashboard reaches it.
 
 `write_report` reads the study once (`study.records.load_records`), computes every answer
-(`analysis.analyze`), draws the figures (`plots.draw_all`) and writes, under `out_dir`:
+(`answers.analyze`), draws the figures (`plots.draw_all`) and writes, under `out_dir`:
 `report.md` (answers first, then the per-architecture table, figures, method), `analysis.json`
 (the same numbers for scripts) and `figures/` (PNG + interactive HTML). It then records the report
 on the study: user attributes `report_path`, `report_artifact_id`, `artifact_dir`; an Optuna
@@ -20,14 +20,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from archsearch.analysis.estimators import (
-    LEVEL,
-    N_BOOT,
-    BestResult,
-    StudyAnalysis,
-    analyze,
-)
+from archsearch.analysis.answers import StudyAnalysis, analyze
+from archsearch.analysis.best import BestResult
 from archsearch.analysis.plots import FigureFiles, draw_all
+from archsearch.analysis.stats import LEVEL, N_BOOT
 from archsearch.study.records import load_records
 
 
@@ -52,8 +48,8 @@ def write_report(
 
 def attach(study: Any, report: Path, summary: str, artifact_dir: Path) -> str:
     """Make the report reachable from the dashboard: user attribute, artifacts, study note."""
-    import optuna_dashboard
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+    import optuna_dashboard  # lazy: the dashboard package loads only when a report is attached
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact  # lazy: with it, as the dashboard reads them
 
     artifact_dir.mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(artifact_dir)

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.analysis.report import write_report
+    from archsearch.analysis.report import write_report  # lazy: plotly and matplotlib load only for this command
 
     name, storage = study_location(args)
     study = load_study(name, storage)

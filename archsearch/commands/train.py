@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from archsearch.arch.spec import as_spec
 from archsearch.errors import ArchsearchError, ConfigError
 
 HELP = "train one architecture (name or spec YAML) and print its final metrics as JSON"
@@ -35,8 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_yaml(path: Path, what: str) -> Any:
-    import yaml
-
     try:
         return yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -47,8 +48,6 @@ def _load_yaml(path: Path, what: str) -> Any:
 
 def load_arch(text: str) -> Any:
     """An `ArchSpec` from a name, or from a YAML file holding spec fields or `{name: ...}`."""
-    from archsearch.arch.spec import as_spec
-
     path = Path(text)
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.is_file():
         doc = _load_yaml(path, "spec")
@@ -66,8 +65,9 @@ def load_arch(text: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from archsearch.train.data import dataset_key
-    from archsearch.train.loop import TrainingFailure, make_config, train
+    # lazy: torch loads only when this command runs (the CLI imports every command module)
+    from archsearch.train import TrainingFailure, make_config, train
+    from archsearch.train.sources import dataset_key
 
     spec = load_arch(args.arch)
     base: dict[str, Any] = {}

@@ -40,15 +40,15 @@ from archsearch.export.templates import ALLOWED_IMPORTS, module_name, render
 from archsearch.study.lifecycle import load_existing_study
 from archsearch.study.records import Architecture, rank_architectures, record_of
 from archsearch.study.storage import redact
-from archsearch.train.loop import RUNTIME_KEYS
+from archsearch.train.config import RUNTIME_KEYS
 
 FAMILY_TITLES = {"resnet": "pre-activation ResNet", "wrn": "Wide ResNet", "multiresnet": "Multi-ResNet",
                  "postresnet": "post-activation ResNet", "dvanet": "DVANet, vanilla assembly",
                  "dmrnet": "DMRNet, merge-and-run", "warpnet": "WarpNet"}
-# Left out of `.train.yaml`: how a run executes, not what it learns (archsearch.train.loop.RUNTIME_KEYS, as
+# Left out of `.train.yaml`: how a run executes, not what it learns (archsearch.train.config.RUNTIME_KEYS, as
 # the study's training fingerprint leaves them out); the seed goes on the command line.
 OMITTED_TRAIN_KEYS = frozenset({"seed", *RUNTIME_KEYS})
-CHECKPOINT_FILE = "checkpoint.pt"  # what archsearch.train.loop writes into a trial's directory
+CHECKPOINT_FILE = "checkpoint.pt"  # what archsearch.train.checkpoint writes into a trial's directory
 
 
 class ExportError(ArchsearchError):

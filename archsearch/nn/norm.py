@@ -1,6 +1,6 @@
 """Running a network on batch statistics in its BN layers while every other layer stays in eval mode.
 
-Two places need it: precise BN (`archsearch.train.loop.recalibrate_bn`) recomputes running statistics from
+Two places need it: precise BN (`archsearch.train.evaluate.recalibrate_bn`) recomputes running statistics from
 batches, and the `auto` branch strategy (`archsearch.nn.branches`) times a training step; neither may
 draw dropout masks (that would shift every later random number of the trial).
 """

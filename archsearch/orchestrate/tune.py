@@ -133,7 +133,7 @@ def trial_main(config: dict[str, Any]) -> None:
     """
     import ray.tune
 
-    from archsearch.train.loop import make_config, train
+    from archsearch.train import make_config, train
 
     start = time.perf_counter()
     os.environ.update(config.get("env") or {})
@@ -510,7 +510,7 @@ def _ray_classes() -> RayClasses:
                 return
             if src.resolve() != dst.resolve():
                 shutil.copy2(src, dst)
-            from archsearch.train.loop import load_checkpoint_metrics
+            from archsearch.train.checkpoint import load_checkpoint_metrics
 
             history = load_checkpoint_metrics(dst)
             for h in history:

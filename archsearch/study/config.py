@@ -14,7 +14,7 @@
                                      # rule: stop (Ray's ASHA, default) | promote (pause at rungs, Li et al.)
     resources: {cpus: 1, gpus: 0.5, max_concurrent: null}           # per trial
     data: null                       # dataset archive/folder; null: ARCHSEARCH_DATA
-    train: {epochs: 3, subset: 512, val_size: 256, batch_size: 64}  # archsearch.train.loop.TrainConfig
+    train: {epochs: 3, subset: 512, val_size: 256, batch_size: 64}  # archsearch.train.config.TrainConfig
     evaluate_test: false             # also record test_error of finished trials
     report: true                     # write runs/<name>/report/ at the end of the run
     export_top: 1                    # export the N best architectures to runs/<name>/export/
@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from archsearch.errors import ConfigError
 from archsearch.study.storage import redact as _redact  # describe_plan's name for it, until the plan moves out
-from archsearch.train.loop import FINGERPRINT_NEUTRAL, RUNTIME_KEYS, TrainConfig
+from archsearch.train.config import FINGERPRINT_NEUTRAL, RUNTIME_KEYS, TrainConfig
 
 RUNS_DIR = "runs"
 OBJECTIVES = ("val_error", "macs", "params")
@@ -205,7 +205,7 @@ class StudyConfig(_Strict):
 
     @property
     def train_config(self) -> Any:
-        """The `archsearch.train.loop.TrainConfig` every trial uses (seed set per trial)."""
+        """The `archsearch.train.config.TrainConfig` every trial uses (seed set per trial)."""
         return self._train
 
     @property
