@@ -10,13 +10,14 @@ network uses, laid out stage by stage.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
+from archsearch.arch.families import family
+from archsearch.arch.plan import Unit, derivative_terms, function_layout, units, warp_stages
 from archsearch.arch.spec import ArchSpec
 
 ALLOWED_IMPORTS = ("torch", "torch.nn", "torch.nn.functional", "torch.autograd.forward_ad")
-CLASS_NAMES = {"resnet": "PreActResNet", "wrn": "WideResNet", "multiresnet": "MultiResNet",
-               "postresnet": "PostActResNet", "dvanet": "DVANet", "dmrnet": "DMRNet", "warpnet": "WarpNet"}
 
 
 def module_name(name: str) -> str:
@@ -41,11 +42,10 @@ def _expanded(spec: ArchSpec) -> str:
 
 
 def _conv_plan(spec: ArchSpec, first_in: str, width: str) -> list[tuple[int, str, str, str]]:
-    """(kernel, in, out, stride expression) of the function's convolutions (blocks.py plans)."""
-    if spec.function == "bottleneck":
-        return [(1, first_in, width, ""), (3, width, width, "stride"), (1, width, f"4 * {width}", "")]
-    return [(k, first_in if i == 0 else width, width, "stride" if i == 0 else "")
-            for i, k in enumerate(spec.kernels)]
+    """(kernel, in, out, stride expression) of the function's convolutions, from the layer plan."""
+    names = {"in": first_in, "width": width, "expanded": f"4 * {width}"}
+    return [(slot.kernel, names[slot.reads], names[slot.writes], "stride" if slot.strided else "")
+            for slot in function_layout(spec.kernels, spec.function == "bottleneck")]
 
 
 def _conv_call(kernel: int, cin: str, cout: str, stride: str) -> str:
@@ -296,6 +296,23 @@ class MergeRunUnit(nn.Module):
 ''')
 
 
+class UnitTemplate(NamedTuple):
+    """How the exporter writes one (unit kind, combine) pair: the class's source, its name, and the
+    `plan.Unit` flag ("first" or "last") passed as a keyword where it is true."""
+
+    source: Callable[[ArchSpec], str]
+    class_name: str
+    flag: str = ""
+
+
+UNIT_TEMPLATES: dict[tuple[str, str], UnitTemplate] = {
+    ("pre", "sum"): UnitTemplate(preact_unit, "PreActUnit", "first"),
+    ("post", "sum"): UnitTemplate(post_sum_unit, "PostUnit"),
+    ("post", "merge"): UnitTemplate(merge_run_unit, "MergeRunUnit", "last"),
+}
+"""Mirrors `archsearch.nn.build.UNIT_CLASSES`; a family with a new unit registers its template here."""
+
+
 # ------------------------------------------------------------------------------- WarpNet
 def warp_stem(spec: ArchSpec) -> str:
     # mirrors archsearch.nn.build.WarpStem
@@ -329,13 +346,6 @@ class WarpTransition(nn.Module):
         x = F.avg_pool2d(x, 2)
         return torch.cat([x, x], dim=1)
 ''')
-
-
-def derivative_terms(k: int, variant: int) -> list[tuple[int, int | None]]:
-    """(j, i) of the terms F'_j . F_i (i None: F'_j . x), 0-based; as archsearch.nn.warp."""
-    if variant == 2:
-        return [(j, i) for j in range(1, k) for i in range(j)]
-    return [(j, None) for j in range(1, k)]
 
 
 def _tangents(spec: ArchSpec) -> dict[int, list[int | None]]:
@@ -474,35 +484,28 @@ class WarpOperator(nn.Module):
 
 # ------------------------------------------------------------------------------- the network
 def _stage_units(spec: ArchSpec) -> Iterator[tuple[int, list[str], str]]:
-    """(stage, unit constructor calls, stage comment) with the widths baked in."""
-    in_c = spec.stem if spec.unit != "pre" else 16
-    total = spec.total_units
-    index = 0
-    for stage, (n, width) in enumerate(zip(spec.units, spec.widths, strict=True)):
-        res = 32 >> stage
-        calls: list[str] = []
-        if spec.unit == "warp":
-            if stage > 0:
-                calls.append("WarpTransition()")
-            calls += [f"WarpOperator({width})"] * (n // spec.warp_k)
-            ops = f" in {_plural(n // spec.warp_k, 'warp operator')} of K={spec.warp_k}" if spec.warp_k > 1 else ""
-            yield stage, calls, f"stage {stage + 1}: {res}x{res}, {width} channels, {_plural(n, 'unit')}{ops}"
-            continue
-        out_c = width * spec.expansion
-        for u in range(n):
-            stride = 2 if (stage > 0 and u == 0) else 1
-            args = [str(in_c), str(width)] + (["stride=2"] if stride == 2 else [])
-            if spec.unit == "pre":
-                args += ["first=True"] if u == 0 else []
-                calls.append(f"PreActUnit({', '.join(args)})")
-            elif spec.combine == "merge":
-                args += ["last=True"] if index == total - 1 else []
-                calls.append(f"MergeRunUnit({', '.join(args)})")
-            else:
-                calls.append(f"PostUnit({', '.join(args)})")
-            in_c = out_c
-            index += 1
+    """(stage, unit constructor calls, stage comment) with the widths baked in, from the layer plan."""
+    if spec.unit == "warp":
+        for st in warp_stages(spec):
+            calls = (["WarpTransition()"] if st.stage > 0 else []) + [f"WarpOperator({st.width})"] * st.operators
+            ops = f" in {_plural(st.operators, 'warp operator')} of K={spec.warp_k}" if spec.warp_k > 1 else ""
+            yield st.stage, calls, f"stage {st.stage + 1}: {st.res}x{st.res}, {st.width} channels, " \
+                                   f"{_plural(st.units, 'unit')}{ops}"
+        return
+    plan = units(spec)
+    for stage, n in enumerate(spec.units):
+        stage_units = [u for u in plan if u.stage == stage]
+        calls = [_unit_call(spec, u) for u in stage_units]
+        res, out_c = stage_units[0].res // stage_units[0].stride, stage_units[0].c_out
         yield stage, calls, f"stage {stage + 1}: {res}x{res}, {out_c} channels, {_plural(n, 'unit')}"
+
+
+def _unit_call(spec: ArchSpec, u: Unit) -> str:
+    template = UNIT_TEMPLATES[(spec.unit, spec.combine)]
+    args = [str(u.c_in), str(u.width)] + (["stride=2"] if u.stride == 2 else [])
+    if template.flag and getattr(u, template.flag):
+        args.append(f"{template.flag}=True")
+    return f"{template.class_name}({', '.join(args)})"
 
 
 def _plural(n: int, word: str) -> str:
@@ -525,7 +528,7 @@ def _compress(calls: list[str]) -> list[str]:
 def network_class(spec: ArchSpec) -> str:
     """The network: stem -> body -> head, with archsearch's attribute names and indices."""
     # mirrors archsearch.nn.build._build_preact / _build_post / _build_warp
-    cls = CLASS_NAMES[spec.family]
+    cls = family(spec.family).class_name
     final = spec.out_widths[2]
     body: list[str] = []
     for _, calls, comment in _stage_units(spec):
@@ -574,7 +577,7 @@ class {cls}(nn.Module):
 
 
 def build_function(spec: ArchSpec) -> str:
-    cls = CLASS_NAMES[spec.family]
+    cls = family(spec.family).class_name
     return _block(f'''
 def build_model(num_classes: int = NUM_CLASSES, weights: str | None = None) -> nn.Module:
     """{spec.name}, freshly initialised or with `weights` loaded strictly.
@@ -624,13 +627,7 @@ def blocks(spec: ArchSpec) -> list[str]:
     out.append(preact_function(spec) if spec.unit == "pre" else post_function(spec))
     if spec.shortcut == "pad":
         out.append(pad_shortcut())
-    out += [shortcut_helper(spec), functions_class(spec)]
-    if spec.unit == "pre":
-        out.append(preact_unit(spec))
-    elif spec.combine == "merge":
-        out.append(merge_run_unit(spec))
-    else:
-        out.append(post_sum_unit(spec))
+    out += [shortcut_helper(spec), functions_class(spec), UNIT_TEMPLATES[(spec.unit, spec.combine)].source(spec)]
     return out
 
 

@@ -37,14 +37,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from archsearch.arch.families import family
 from archsearch.arch.spec import ArchSpec, as_spec, parse_name
 from archsearch.errors import ArchsearchError, ConfigError, SpecError
 from archsearch.export.templates import ALLOWED_IMPORTS, module_name, render
 from archsearch.train.loop import RUNTIME_KEYS
 
-FAMILY_TITLES = {"resnet": "pre-activation ResNet", "wrn": "Wide ResNet", "multiresnet": "Multi-ResNet",
-                 "postresnet": "post-activation ResNet", "dvanet": "DVANet, vanilla assembly",
-                 "dmrnet": "DMRNet, merge-and-run", "warpnet": "WarpNet"}
 # Left out of `.train.yaml`: how a run executes, not what it learns (archsearch.train.loop.RUNTIME_KEYS, as
 # the study's training fingerprint leaves them out); the seed goes on the command line.
 OMITTED_TRAIN_KEYS = frozenset({"seed", *RUNTIME_KEYS})
@@ -230,7 +228,7 @@ def _safe(text: str) -> str:
 
 def _docstring(spec: ArchSpec, counts: dict[str, Any], metrics: dict[str, Any], prov: dict[str, Any],
                weights_name: str | None) -> str:
-    rows = [("Canonical name", f"{spec.name} ({FAMILY_TITLES[spec.family]}, {spec.num_classes} classes)"),
+    rows = [("Canonical name", f"{spec.name} ({family(spec.family).title}, {spec.num_classes} classes)"),
             ("Parameters", f"{counts['params']:,}"),
             ("MACs", f"{counts['macs']:,} ({_macs_note(spec)})")]
     if (line := _error_line(metrics)) is not None:
@@ -299,7 +297,7 @@ def _card(spec: ArchSpec, counts: dict[str, Any], metrics: dict[str, Any], prov:
           train_file: Path | None) -> str:
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     rows: list[tuple[str, Any]] = [
-        ("canonical name", f"`{spec.name}`"), ("family", FAMILY_TITLES[spec.family]),
+        ("canonical name", f"`{spec.name}`"), ("family", family(spec.family).title),
         ("depth", spec.depth), ("units per stage", "/".join(map(str, spec.units))),
         ("stage widths", "/".join(map(str, spec.out_widths))), ("classes", spec.num_classes),
         ("parameters", f"{counts['params']:,}"), ("MACs", f"{counts['macs']:,} ({_macs_note(spec)})"),
@@ -313,7 +311,7 @@ def _card(spec: ArchSpec, counts: dict[str, Any], metrics: dict[str, Any], prov:
     if metrics.get("rank") is not None:
         rows.append(("rank in study", metrics["rank"]))
     mod = module_name(spec.name)
-    lines = [f"# {spec.name}", "", f"{FAMILY_TITLES[spec.family]} exported by archsearch as standalone "
+    lines = [f"# {spec.name}", "", f"{family(spec.family).title} exported by archsearch as standalone "
              "PyTorch code (no archsearch import).", "", *_table(rows), "", "## Files", "",
              f"- `{code.name}`: the model; `build_model(num_classes={spec.num_classes}, weights=None)`."]
     if weights is not None:

@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from archsearch.arch.plan import derivative_terms
 from archsearch.arch.spec import ArchSpec, as_spec
 from archsearch.nn.build import ResidualNetwork, build
-from archsearch.nn.warp import WarpOperator, derivative_terms
+from archsearch.nn.warp import WarpOperator
 
 INPUT_SHAPE = (1, 3, 32, 32)
 COUNT_KEYS = ("name", "params", "macs", "depth", "units", "paths", "path_length_mean", "path_length_std")

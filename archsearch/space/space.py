@@ -28,6 +28,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from archsearch.arch.cost import path_stats
+from archsearch.arch.families import family as family_info
+from archsearch.arch.families import family_names, is_family
 from archsearch.arch.fit import (
     Fit,
     Target,
@@ -42,9 +44,6 @@ from archsearch.arch.spec import ArchSpec, parse_name
 from archsearch.errors import ConfigError, SpecError
 from archsearch.space.schema import (
     AXIS_ORDER,
-    DEFAULT_FIT,
-    FAMILY_AXES,
-    FIT_AXES,
     Budget,
     CandidateEntry,
     Family,
@@ -319,25 +318,13 @@ def convs_per_function(function: str, kernels: str) -> int:
     return 3 if function == "bottleneck" else len(kernels)
 
 
-def depth_of(family: str, units_per_stage: int, convs: int) -> int:
-    """Depth in the family's own naming convention from the units per stage."""
-    if family == "wrn":
-        return 6 * units_per_stage + 4
-    return 3 * convs * units_per_stage + (1 if family == "warpnet" else 2)
+def family_depth(name: str, spec: ArchSpec) -> int:
+    """A spec's depth in the naming convention of family `name`."""
+    return family_info(name).depth(spec.total_units, spec.convs_per_function)
 
 
-def units_of(family: str, depth: int, convs: int) -> int | None:
-    offset, per = (4, 6) if family == "wrn" else ((1 if family == "warpnet" else 2), 3 * convs)
-    if depth <= offset or (depth - offset) % per:
-        return None
-    return (depth - offset) // per
-
-
-def family_depth(family: str, spec: ArchSpec) -> int:
-    total = spec.total_units
-    if family == "wrn":
-        return 2 * total + 4
-    return spec.convs_per_function * total + (1 if family == "warpnet" else 2)
+def default_fit(name: str) -> FitConfig:
+    return FitConfig(axes=[list(g) if isinstance(g, tuple) else g for g in family_info(name).default_fit])
 
 
 # ------------------------------------------------------------------ the builder
@@ -372,17 +359,18 @@ class _Builder:
     def _check_family(self, group: str, fam: Family) -> tuple[dict[str, list[Any]], FitConfig]:
         key = f"families.{group}"
         name = group.split(":")[0]
-        if name not in FAMILY_AXES:
-            raise self.error(key, f"unknown family {name!r}; known: {', '.join(FAMILY_AXES)} "
+        if not is_family(name):
+            raise self.error(key, f"unknown family {name!r}; known: {', '.join(family_names())} "
                                   f"(optionally tagged, as in warpnet:sequential)")
-        allowed = FAMILY_AXES[name]
+        fam_def = family_info(name)
+        allowed = fam_def.axes
         for axis in fam.given_axes():
             if axis not in allowed:
                 raise self.error(f"{key}.{axis}", f"axis does not apply to {name} (its axes: {', '.join(allowed)})")
-        fit = fam.fit or FitConfig(axes=DEFAULT_FIT[name])
+        fit = fam.fit or default_fit(name)
         for axis in fit.flat():
-            if axis not in FIT_AXES[name]:
-                free = ", ".join(FIT_AXES[name])
+            if axis not in fam_def.fit_axes:
+                free = ", ".join(fam_def.fit_axes)
                 raise self.error(f"{key}.fit", f"cannot fit {axis!r} for {name} (free axes: {free})")
         for group in fit.axes:
             if isinstance(group, list) and not set(group) <= {"depth", "k", "K", "stem"}:
@@ -400,9 +388,9 @@ class _Builder:
                 if axis == "depth" and "depth" not in fit.flat():
                     raise self.error(f"{key}.depth", "required (or list depth under fit)")
                 if axis == "k" and "k" not in fit.flat():
-                    raise self.error(f"{key}.k", "required for multiresnet (k functions per unit)")
+                    raise self.error(f"{key}.k", f"required for {name} (k functions per unit)")
                 if axis == "kw":
-                    raise self.error(f"{key}.kw", "required for warpnet (widening factor)")
+                    raise self.error(f"{key}.kw", f"required for {name} (widening factor)")
                 if axis == "depth":
                     continue
                 vals, rng = [DEFAULTS[axis]], None
@@ -424,8 +412,8 @@ class _Builder:
             for kernels in values.get("kernels", ["33"]):
                 convs = convs_per_function(function, str(kernels))
                 for d in values.get("depth", []):
-                    if units_of(name, int(d), convs) is None:
-                        rule = "6N+4" if name == "wrn" else f"{3 * convs}n+{1 if name == 'warpnet' else 2}"
+                    if fam_def.units_per_stage(int(d), convs) is None:
+                        rule = fam_def.rule_text(convs, "N" if fam_def.depth_per_unit else "n")
                         raise self.error(f"{key}.depth", f"{d} is not a {name} depth ({rule}, n >= 1)")
         return values, fit
 
@@ -456,34 +444,28 @@ class _Builder:
         return ""
 
     # -------------------------------------------------------------- nominal specs
-    def _nominal(self, family: str, v: dict[str, Any]) -> ArchSpec:
+    def _nominal(self, name: str, v: dict[str, Any]) -> ArchSpec:
+        """The spec of a grid point at its nominal widths, spelled as a name of its family."""
+        fam = family_info(name)
         kernels = str(v["kernels"])
-        convs = convs_per_function(v["function"], kernels)
-        n = v["units"]
-        d = depth_of(family, n, convs)
-        if family == "wrn":
-            name = f"wrn-{d}-{v['w']}"
-        elif family == "warpnet":
-            name = f"warpnet-{d}-{v['kw']}-K{v['K']}-v{v['variant']}" + ("-nobn" if v["nobn"] else "")
-            if v["stem"] != 16:
-                name += f"-c{v['stem']}"
-        else:
-            name = f"{family}-{d}"
-            if family == "multiresnet":
-                name += f"-k{v['k']}"
-            if family in ("dvanet", "dmrnet"):
-                name += f"-K{v['K']}"
-            if v["w"] != 1:
-                name += f"-w{v['w']}"
-            if v["function"] == "bottleneck":
-                name += "-bottleneck"
+        tokens = [name, str(fam.depth(3 * v["units"], convs_per_function(v["function"], kernels)))]
+        if fam.positional_widening:
+            tokens.append(str(v["w" if fam.widening == "wrn" else "kw"]))
+        if fam.branch_token:
+            tokens.append(f"{fam.branch_token}{v[fam.branch_token]}")
+        if fam.unit == "warp":
+            tokens += [f"v{v['variant']}"] + (["nobn"] if v["nobn"] else [])
+            tokens += [f"c{v['stem']}"] if v["stem"] != 16 else []
+        if fam.widening == "suffix":
+            tokens += [f"w{v['w']}"] if v["w"] != 1 else []
+            tokens += ["bottleneck"] if v["function"] == "bottleneck" else []
         if kernels != "33":
-            name += f"-b{kernels}"
-        if v["shortcut"] != "default" and family != "warpnet":
-            name += f"-{v['shortcut']}"
+            tokens.append(f"b{kernels}")
+        if v["shortcut"] != "default" and fam.unit != "warp":
+            tokens.append(v["shortcut"])
         if v["dropout"]:
-            name += f"-drop{v['dropout']}"
-        return parse_name(name, num_classes=self.config.num_classes)
+            tokens.append(f"drop{v['dropout']}")
+        return parse_name("-".join(tokens), num_classes=self.config.num_classes)
 
     # -------------------------------------------------------------- fitting
     def _targets(self, budget: Budget) -> list[Target]:
@@ -568,21 +550,21 @@ class _Builder:
         if "depth" in fitted and "depth" in values:
             convs = convs_per_function(values.get("function", ["basic"])[0], str(values.get("kernels", ["33"])[0]))
             base = family.split(":")[0]
-            ranges["depth"] = [u for d in values["depth"] if (u := units_of(base, int(d), convs))]
+            ranges["depth"] = [u for d in values["depth"] if (u := family_info(base).units_per_stage(int(d), convs))]
         for axis in ("k", "K", "stem"):
             if axis in fitted and axis in values and getattr(self.config.families[family], axis) is not None:
                 ranges[axis] = [int(x) for x in values[axis]]
         return ranges
 
     @staticmethod
-    def _start_units(family: str, v: dict[str, Any], ranges: dict[str, list[int]]) -> int:
+    def _start_units(name: str, v: dict[str, Any], ranges: dict[str, list[int]]) -> int:
         if "depth" in v and v["depth"] is not None and "depth" not in ranges:
             convs = convs_per_function(v["function"], str(v["kernels"]))
-            units = units_of(family, int(v["depth"]), convs)
+            units = family_info(name).units_per_stage(int(v["depth"]), convs)
             if units is not None:
                 return units
         start = ranges.get("depth") or [1]
-        base = v["K"] if family == "warpnet" else 1
+        base = v["K"] if family_info(name).unit == "warp" else 1
         return next((u for u in start if u % base == 0), base)
 
     def _check_candidate(self, i: int, entry: CandidateEntry, labels: list[str]) -> None:
@@ -600,7 +582,7 @@ class _Builder:
         family = entry.family or entry.name.split("-")[0].lower()
         if isinstance(entry.fit, FitConfig):
             for axis in entry.fit.flat():
-                if axis not in FIT_AXES.get(spec.family, ()):
+                if axis not in family_info(spec.family).fit_axes:
                     raise self.error(f"{key}.fit", f"cannot fit {axis!r} for {spec.family}")
         del family
 
@@ -610,7 +592,7 @@ class _Builder:
         family = entry.family or entry.name.split("-")[0].lower()
         fit: FitConfig | None = None
         if entry.fit:
-            fit = entry.fit if isinstance(entry.fit, FitConfig) else FitConfig(axes=DEFAULT_FIT[spec.family])
+            fit = entry.fit if isinstance(entry.fit, FitConfig) else default_fit(spec.family)
         ident = entry.id or (entry.name + ("@fit" if fit else ""))
         if budget is None:
             result: Fit | None = exact(spec)
