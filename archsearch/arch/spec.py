@@ -9,24 +9,24 @@ spelling, `spec.name` prints the canonical one (the simplest family, fewest suff
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from archsearch.arch.families import Family, combines, families, family, is_family, unit_kinds
+from archsearch.arch.tokens import (
+    ALLOWED_KERNELS,
+    INT_RE,
+    NAME_RE,
+    fmt_float,
+    stage_ints,
+    suffix_options,
+    valid_forms,
+)
 from archsearch.errors import SpecError
 
 FUNCTIONS = ("basic", "bottleneck")
 SHORTCUTS = ("pad", "proj", "none")
-ALLOWED_KERNELS = (1, 3, 5)
 BASE_WIDTHS = (16, 32, 64)
-SUFFIX_FORMS = "[-c<C>|-c<a>.<b>.<c>] [-proj|-pad] [-u<a>.<b>.<c>] [-drop<p>]"
-
-
-def valid_forms() -> str:
-    return "valid forms: " + ", ".join(f.name_form for f in families()) + "; optional suffixes " + SUFFIX_FORMS
-
-
 @dataclass(frozen=True)
 class ArchSpec:
     """A residual network as data.
@@ -208,10 +208,6 @@ def _validate(s: ArchSpec) -> None:
 
 
 # -------------------------------------------------------------------- naming
-def _fmt_float(x: float) -> str:
-    return repr(float(x)).rstrip("0").rstrip(".") if "e" not in repr(float(x)) else repr(float(x))
-
-
 def _default_shortcut(fam: Family, function: str, width_token: str) -> str:
     if fam.default_shortcut:
         return fam.default_shortcut
@@ -270,7 +266,7 @@ def _family_tokens(s: ArchSpec, fam: Family) -> list[str] | None:
         if not s.warp_bn:
             tokens.append("nobn")
     if s.dropout:
-        tokens.append("drop" + _fmt_float(s.dropout))
+        tokens.append("drop" + fmt_float(s.dropout))
     return tokens
 
 
@@ -294,17 +290,6 @@ def canonical_name(s: ArchSpec) -> str:
 
 
 # -------------------------------------------------------------------- parsing
-_NAME_RE = re.compile(r"^(?P<family>[a-z]+)-(?P<depth>\d+)(?P<rest>(-[a-z0-9.]+)*)$", re.IGNORECASE)
-_INT_RE = re.compile(r"^\d+$")
-
-
-def _stage_ints(text: str, what: str, name: str) -> tuple[int, int, int]:
-    parts = text.split(".")
-    if len(parts) != 3 or not all(_INT_RE.match(p) for p in parts):
-        raise SpecError(f"{name!r}: {what} needs three integers a.b.c, got {text!r}")
-    return tuple(int(p) for p in parts)  # type: ignore[return-value]
-
-
 def parse_name(name: str, num_classes: int = 10) -> ArchSpec:
     """Parse any accepted spelling of a network name into its spec."""
     try:
@@ -316,7 +301,7 @@ def parse_name(name: str, num_classes: int = 10) -> ArchSpec:
 
 def _parse_name(name: str, num_classes: int) -> ArchSpec:
     raw = name
-    m = _NAME_RE.match(name.strip())
+    m = NAME_RE.match(name.strip())
     if not m:
         raise SpecError(f"cannot parse architecture name {raw!r}; {valid_forms()}")
     if not is_family(m.group("family").lower()):
@@ -326,13 +311,13 @@ def _parse_name(name: str, num_classes: int) -> ArchSpec:
     tokens = [t for t in m.group("rest").split("-") if t]
     positional: int | None = None
     if fam.positional_widening:
-        if not tokens or not _INT_RE.match(tokens[0]):
+        if not tokens or not INT_RE.match(tokens[0]):
             form = f"{fam.name}-<depth>-<{'w' if fam.widening == 'wrn' else 'kw'}>"
             raise SpecError(f"{raw!r}: {fam.name} needs its widening factor, as in {form}; {valid_forms()}")
         positional = int(tokens.pop(0))
         if positional < 1:
             raise SpecError(f"{raw!r}: widening factor must be >= 1")
-    opts = _suffix_options(tokens, raw)
+    opts = suffix_options(tokens, raw)
     _check_family_options(fam, opts, raw)
     function = opts.get("function", "basic")
     kernels = opts.get("kernels", (3, 3))
@@ -350,16 +335,6 @@ def _parse_name(name: str, num_classes: int) -> ArchSpec:
                         num_classes=num_classes)
     except SpecError as exc:
         raise SpecError(f"{raw!r}: {exc}") from None
-
-
-def _suffix_options(tokens: list[str], raw: str) -> dict[str, Any]:
-    opts: dict[str, Any] = {}
-    for tok in tokens:
-        key, value = _classify(tok, raw)
-        if key in opts:
-            raise SpecError(f"{raw!r}: suffix for {key} given twice")
-        opts[key] = value
-    return opts
 
 
 def _check_family_options(fam: Family, opts: dict[str, Any], raw: str) -> None:
@@ -403,45 +378,7 @@ def _widths_of_name(fam: Family, positional: int | None, opts: dict[str, Any],
     if kind == "w":
         return tuple(int(text) * x for x in BASE_WIDTHS), 16, kind
     if "." in text:
-        return _stage_ints(text, "-c", raw), 16, kind
+        return stage_ints(text, "-c", raw), 16, kind
     return (int(text), 2 * int(text), 4 * int(text)), 16, kind
 
 
-def _classify(tok: str, raw: str) -> tuple[str, Any]:
-    low = tok.lower()
-    if re.fullmatch(r"[kK]\d+", tok):
-        k = int(tok[1:])
-        if k < 1:
-            raise SpecError(f"{raw!r}: k/K must be >= 1, got {tok!r}")
-        return "branches", k
-    if low == "bottleneck":
-        return "function", "bottleneck"
-    if re.fullmatch(r"b\d+", low):
-        kernels = tuple(int(c) for c in low[1:])
-        bad = [k for k in kernels if k not in ALLOWED_KERNELS]
-        if bad:
-            raise SpecError(f"{raw!r}: block kernels {low[1:]} must use sizes {ALLOWED_KERNELS}, "
-                            f"as in -b33 or -b131")
-        return "kernels", kernels
-    if re.fullmatch(r"w\d+", low):
-        if int(low[1:]) < 1:
-            raise SpecError(f"{raw!r}: width multiplier must be >= 1")
-        return "widths", ("w", low[1:])
-    if re.fullmatch(r"c\d+(\.\d+\.\d+)?", low):
-        if any(int(p) < 1 for p in low[1:].split(".")):
-            raise SpecError(f"{raw!r}: widths must be >= 1")
-        return "widths", ("c", low[1:])
-    if low in ("proj", "pad"):
-        return "shortcut", low
-    if re.fullmatch(r"u[\d.]+", low):
-        units = _stage_ints(low[1:], "-u", raw)
-        if min(units) < 1:
-            raise SpecError(f"{raw!r}: units per stage must be >= 1")
-        return "units", units
-    if low in ("v1", "v2"):
-        return "variant", int(low[1])
-    if low == "nobn":
-        return "nobn", True
-    if re.fullmatch(r"drop(0?\.\d+|0|1e-\d+)", low):
-        return "dropout", float(low[4:])
-    raise SpecError(f"{raw!r}: unknown suffix -{tok}; {valid_forms()}")
