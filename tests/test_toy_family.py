@@ -19,7 +19,7 @@ from archsearch.arch import cost as fastcount
 from archsearch.arch.families import Family, family_names, register
 from archsearch.arch.spec import parse_name
 from archsearch.export import templates
-from archsearch.export.templates import UnitTemplate, _block, _expanded
+from archsearch.export.templates import UnitTemplate, block, expanded_width
 from archsearch.export.writer import export_architecture, load_module
 from archsearch.nn import build as builder
 from archsearch.nn.blocks import PostSumUnit
@@ -44,13 +44,13 @@ class MaxUnit(PostSumUnit):
 
 
 def max_unit_template(spec) -> str:
-    return _block(f'''
+    return block(f'''
 class MaxUnit(nn.Module):
     """y = ReLU(Z(x) + max_i H_i(x)) over {spec.branches} functions."""
 
     def __init__(self, in_c: int, width: int, stride: int = 1) -> None:
         super().__init__()
-        self.shortcut = shortcut(in_c, {_expanded(spec)}, stride)
+        self.shortcut = shortcut(in_c, {expanded_width(spec)}, stride)
         self.functions = Functions([residual_function(in_c, width, stride) for _ in range({spec.branches})])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The layer plan: spec -> stages -> units -> convolutions with shapes (torch-free).
 
 The builder (`archsearch.nn`), the fast counter (`archsearch.arch.cost`) and the exporter
-(`archsearch.export.templates`) all lay a network out from this one plan, so the three cannot drift:
+(`archsearch.export.source`) all lay a network out from this one plan, so the three cannot drift:
 where a stride sits, which channels a convolution reads and writes, which unit starts a stage or
 ends the network, and which derivative terms a warp operator adds.
 """

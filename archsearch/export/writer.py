@@ -1,7 +1,7 @@
 """Export architectures as standalone PyTorch code, verified by round trip.
 
 Users leave with code for their own training scripts: one readable `.py` per architecture that
-imports only torch, holds only the blocks its network uses (composed from `export_templates`) and
+imports only torch, holds only the blocks its network uses (composed from `export.templates`) and
 mirrors archsearch's module tree, so archsearch's `state_dict` loads into it with `strict=True` and
 back. Beside it go the trained weights (`<name>.pt`, a plain state_dict) and a model card
 (`<name>.md`). Every export is checked before it is reported: the written module is imported, the
@@ -40,7 +40,8 @@ from torch import nn
 from archsearch.arch.families import family
 from archsearch.arch.spec import ArchSpec, as_spec, parse_name
 from archsearch.errors import ArchsearchError, ConfigError, SpecError
-from archsearch.export.templates import ALLOWED_IMPORTS, module_name, render
+from archsearch.export.source import render
+from archsearch.export.templates import ALLOWED_IMPORTS, module_name
 from archsearch.train.loop import RUNTIME_KEYS
 
 # Left out of `.train.yaml`: how a run executes, not what it learns (archsearch.train.loop.RUNTIME_KEYS, as
