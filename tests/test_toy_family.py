@@ -20,7 +20,8 @@ from archsearch.arch.families import Family, family_names, register
 from archsearch.arch.spec import parse_name
 from archsearch.export import templates
 from archsearch.export.templates import UnitTemplate, block, expanded_width
-from archsearch.export.writer import export_architecture, load_module
+from archsearch.export.verify import load_module
+from archsearch.export.writer import export_architecture
 from archsearch.nn import build as builder
 from archsearch.nn.blocks import PostSumUnit
 from archsearch.nn.complexity import count
