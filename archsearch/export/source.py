@@ -71,7 +71,7 @@ def _compress(calls: list[str]) -> list[str]:
 
 def network_class(spec: ArchSpec) -> str:
     """The network: stem -> body -> head, with archsearch's attribute names and indices."""
-    # mirrors archsearch.nn.build._build_preact / _build_post / _build_warp
+    # mirrors archsearch.nn.build._build_units / _build_warp
     cls = family(spec.family).class_name
     final = spec.out_widths[2]
     body: list[str] = []

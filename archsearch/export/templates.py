@@ -40,7 +40,7 @@ def expanded_width(spec: ArchSpec) -> str:
     return "4 * width" if spec.function == "bottleneck" else "width"
 
 
-def _conv_plan(spec: ArchSpec, first_in: str, width: str) -> list[tuple[int, str, str, str]]:
+def _function_convs(spec: ArchSpec, first_in: str, width: str) -> list[tuple[int, str, str, str]]:
     """(kernel, in, out, stride expression) of the function's convolutions, from the layer plan."""
     names = {"in": first_in, "width": width, "expanded": f"4 * {width}"}
     return [(slot.kernel, names[slot.reads], names[slot.writes], "stride" if slot.strided else "")
@@ -154,7 +154,7 @@ def preact_function(spec: ArchSpec) -> str:
     drop = spec.dropout
     lines: list[str] = []
     parts: list[str] = ["[BN-ReLU]"]
-    for i, (k, cin, cout, stride) in enumerate(_conv_plan(spec, "in_c", "width")):
+    for i, (k, cin, cout, stride) in enumerate(_function_convs(spec, "in_c", "width")):
         if i > 0:
             lines += [f"nn.BatchNorm2d({cin}),", "nn.ReLU(),"] + ([f"nn.Dropout({drop!r}),"] if drop else [])
             parts += ["BN", "ReLU"] + (["dropout"] if drop else [])
@@ -182,7 +182,7 @@ def post_function(spec: ArchSpec) -> str:
     drop = spec.dropout
     lines: list[str] = []
     parts: list[str] = []
-    for i, (k, cin, cout, stride) in enumerate(_conv_plan(spec, "in_c", "width")):
+    for i, (k, cin, cout, stride) in enumerate(_function_convs(spec, "in_c", "width")):
         if i > 0:
             lines += ["nn.ReLU(),"] + ([f"nn.Dropout({drop!r}),"] if drop else [])
             parts += ["ReLU"] + (["dropout"] if drop else [])
