@@ -4,6 +4,8 @@ Every family of the five papers is a point of one space (unit kind x function x 
 parallel functions x warp). A name is a readable spelling of a spec; `parse_name` accepts every
 spelling, `spec.name` prints the canonical one (the simplest family, fewest suffixes), and
 `parse_name(spec.name) == spec` holds for every valid spec with the default class count.
+What each family is (depth rule, k/K token, widening, default shortcut) is declared once in
+`archsearch.arch.families`; the suffix tokens are read by `archsearch.arch.tokens`.
 """
 
 from __future__ import annotations

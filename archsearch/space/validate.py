@@ -34,7 +34,7 @@ def check_family(source: str, group: str, fam: Family,
     name = group.split(":")[0]
     if not is_family(name):
         raise config_error(source, key, f"unknown family {name!r}; known: {', '.join(family_names())} "
-                              f"(optionally tagged, as in warpnet:sequential)")
+                                        f"(optionally tagged, as in warpnet:sequential)")
     fam_def = family_info(name)
     allowed = fam_def.axes
     for axis in fam.given_axes():
