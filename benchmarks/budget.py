@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from archsearch.arch import cost as fastcount  # noqa: E402
 from archsearch.nn import complexity as budget  # noqa: E402
-from archsearch.space.space import RandomTrial, fit_spec, load_space, sample_candidate  # noqa: E402
+from archsearch.space.fitting import fit_spec  # noqa: E402
+from archsearch.space.space import RandomTrial, load_space, sample_candidate  # noqa: E402
 
 TARGET_MS = 20.0
 

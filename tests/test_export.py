@@ -26,17 +26,15 @@ from torch import nn
 from archsearch.arch.spec import parse_name
 from archsearch.cli import main
 from archsearch.errors import ArchsearchError
+from archsearch.export.model_card import reproduce_command
 from archsearch.export.templates import module_name
+from archsearch.export.verify import foreign_imports, load_module, verify_export
 from archsearch.export.writer import (
     export_architecture,
     export_study,
-    foreign_imports,
     is_spec_mapping,
-    load_module,
     rank_trials,
-    reproduce_command,
     study_location,
-    verify_export,
 )
 from archsearch.nn.build import build
 from archsearch.nn.complexity import count, warp_macs

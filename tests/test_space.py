@@ -18,9 +18,9 @@ from archsearch.arch import cost as fastcount
 from archsearch.arch.fit import Target, buildable_widths, fit_depth, fit_stem, fit_widths
 from archsearch.arch.spec import parse_name
 from archsearch.errors import ConfigError
+from archsearch.space.fitting import fit_spec
 from archsearch.space.schema import Budget
 from archsearch.space.space import (
-    fit_spec,
     grid,
     grid_params,
     load_space,

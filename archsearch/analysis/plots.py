@@ -24,11 +24,9 @@ from archsearch.analysis.best import BestResult
 from archsearch.analysis.fidelity import FidelityCheck
 from archsearch.analysis.landscape import EDF, ParetoFront, PathLengthResult
 from archsearch.analysis.threshold import N0Result
+from archsearch.arch.families import families
 
-COLORS = {  # one colour per family, the same in every figure
-    "resnet": "#1f77b4", "multiresnet": "#ff7f0e", "wrn": "#2ca02c", "postresnet": "#7f7f7f",
-    "dvanet": "#9467bd", "dmrnet": "#d62728", "warpnet": "#8c564b", "all": "#000000",
-}
+COLORS = {**{f.name: f.colour for f in families()}, "all": "#000000"}  # one per family, in every figure
 AXIS_LABELS = {"params": "parameters", "macs": "MACs", "latency_b1_ms": "latency, batch 1 (ms)"}
 
 

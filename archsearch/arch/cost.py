@@ -21,9 +21,8 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from archsearch.arch.plan import INPUT_RES, Unit, derivative_terms, function_convs, stem_width, unit_runs, warp_stages
 from archsearch.arch.spec import ArchSpec, as_spec
-
-INPUT_RES = 32
 
 
 class Cost(NamedTuple):
@@ -51,17 +50,10 @@ def _bn(channels: int, res: int) -> Cost:
     return Cost(2 * channels, 2 * channels * res * res)
 
 
-def _layer_plan(ci: int, co: int, stride: int, kernels: tuple[int, ...], bottleneck: bool) -> list[tuple]:
-    """(kernel, in, out, stride) of the convs of one function, as `blocks.py` builds them."""
-    if bottleneck:
-        return [(1, ci, co, 1), (3, co, co, stride), (1, co, 4 * co, 1)]
-    return [(k, ci if i == 0 else co, co, stride if i == 0 else 1) for i, k in enumerate(kernels)]
-
-
 def _preact_function(ci: int, co: int, stride: int, res: int, kernels: tuple[int, ...], bottleneck: bool,
                      owns_preact: bool) -> Cost:
     total = ZERO
-    for i, (k, c_in, c_out, s) in enumerate(_layer_plan(ci, co, stride, kernels, bottleneck)):
+    for i, (k, c_in, c_out, s) in enumerate(function_convs(ci, co, stride, kernels, bottleneck)):
         if i > 0 or owns_preact:
             total += _bn(c_in, res)
         res //= s
@@ -71,7 +63,7 @@ def _preact_function(ci: int, co: int, stride: int, res: int, kernels: tuple[int
 
 def _post_function(ci: int, co: int, stride: int, res: int, kernels: tuple[int, ...], bottleneck: bool) -> Cost:
     total = ZERO
-    for k, c_in, c_out, s in _layer_plan(ci, co, stride, kernels, bottleneck):
+    for k, c_in, c_out, s in function_convs(ci, co, stride, kernels, bottleneck):
         res //= s
         total += _conv(c_in, c_out, k, res) + _bn(c_out, res)
     return total
@@ -84,20 +76,17 @@ def _shortcut(kind: str, ci: int, co: int, stride: int, out_res: int, with_bn: b
     return cost + _bn(co, out_res) if with_bn else cost
 
 
-def _preact_unit(s: ArchSpec, ci: int, w: int, stride: int, res: int, first: bool) -> Cost:
-    expanded = w * s.expansion
+def _preact_unit(s: ArchSpec, u: Unit) -> Cost:
     bottleneck = s.function == "bottleneck"
-    cost = _bn(ci, res) if first else ZERO
-    cost += _shortcut(s.shortcut, ci, expanded, stride, res // stride, with_bn=False)
-    return cost + _preact_function(ci, w, stride, res, s.kernels, bottleneck, not first) * s.branches
+    cost = _bn(u.c_in, u.res) if u.first else ZERO
+    cost += _shortcut(s.shortcut, u.c_in, u.c_out, u.stride, u.res // u.stride, with_bn=False)
+    return cost + _preact_function(u.c_in, u.width, u.stride, u.res, s.kernels, bottleneck, not u.first) * s.branches
 
 
-def _post_unit(s: ArchSpec, ci: int, w: int, stride: int, res: int, first: bool) -> Cost:
-    del first
-    expanded = w * s.expansion
+def _post_unit(s: ArchSpec, u: Unit) -> Cost:
     shortcuts = s.branches if s.combine == "merge" else 1
-    cost = _shortcut(s.shortcut, ci, expanded, stride, res // stride, with_bn=True) * shortcuts
-    return cost + _post_function(ci, w, stride, res, s.kernels, s.function == "bottleneck") * s.branches
+    cost = _shortcut(s.shortcut, u.c_in, u.c_out, u.stride, u.res // u.stride, with_bn=True) * shortcuts
+    return cost + _post_function(u.c_in, u.width, u.stride, u.res, s.kernels, s.function == "bottleneck") * s.branches
 
 
 def _head(channels: int, classes: int, with_bn: bool) -> Cost:
@@ -108,13 +97,13 @@ def _head(channels: int, classes: int, with_bn: bool) -> Cost:
 
 def _warp_function(width: int, res: int, kernels: tuple[int, ...], with_bn: bool) -> Cost:
     cost = _bn(width, res) if with_bn else ZERO
-    for k in kernels:
-        cost += _conv(width, width, k, res) + (_bn(width, res) if with_bn else ZERO)
+    for conv in function_convs(width, width, 1, kernels, False):
+        cost += _conv(conv.c_in, conv.c_out, conv.kernel, res) + (_bn(width, res) if with_bn else ZERO)
     return cost
 
 
-def _derivative_terms(k: int, variant: int) -> int:
-    return k * (k - 1) // 2 if variant == 2 else k - 1
+UNIT_COSTS = {"pre": _preact_unit, "post": _post_unit}
+"""Cost of one unit by unit kind (a new unit kind registers its own)."""
 
 
 def cost(spec_or_name: ArchSpec | str | dict[str, Any]) -> Cost:
@@ -122,29 +111,19 @@ def cost(spec_or_name: ArchSpec | str | dict[str, Any]) -> Cost:
     s = as_spec(spec_or_name)
     if s.unit == "warp":
         total = _conv(3, s.stem, 3, INPUT_RES) + _bn(s.stem, INPUT_RES)
-        res = INPUT_RES
-        terms = _derivative_terms(s.warp_k, s.warp_variant)
-        for stage, (n, width) in enumerate(zip(s.units, s.widths, strict=True)):
-            if stage:
-                res //= 2
-            total += _warp_function(width, res, s.kernels, True) * n
-            extra = _warp_function(width, res, s.kernels, s.warp_bn)
-            total += Cost(0, extra.macs * terms * (n // s.warp_k))
+        terms = len(derivative_terms(s.warp_k, s.warp_variant))
+        for stage in warp_stages(s):
+            total += _warp_function(stage.width, stage.res, s.kernels, True) * stage.units
+            extra = _warp_function(stage.width, stage.res, s.kernels, s.warp_bn)
+            total += Cost(0, extra.macs * terms * stage.operators)
         return total + _head(s.widths[2], s.num_classes, with_bn=True)
-
     pre = s.unit == "pre"
-    unit = _preact_unit if pre else _post_unit
-    stem_c = 16 if pre else s.widths[0]
+    unit_cost = UNIT_COSTS[s.unit]
+    stem_c = stem_width(s)
     total = _conv(3, stem_c, 3, INPUT_RES) + (ZERO if pre else _bn(stem_c, INPUT_RES))
-    ci, res = stem_c, INPUT_RES
-    for stage, (n, w) in enumerate(zip(s.units, s.widths, strict=True)):
-        stride = 2 if stage else 1
-        total += unit(s, ci, w, stride, res, True)
-        res //= stride
-        ci = w * s.expansion
-        if n > 1:
-            total += unit(s, ci, w, 1, res, False) * (n - 1)
-    return total + _head(ci, s.num_classes, with_bn=pre)
+    for unit, copies in unit_runs(s):
+        total += unit_cost(s, unit) * copies
+    return total + _head(s.out_widths[2], s.num_classes, with_bn=pre)
 
 
 def params_macs(spec_or_name: ArchSpec | str | dict[str, Any]) -> tuple[int, int]:
@@ -165,9 +144,9 @@ def _unit_factors(s: ArchSpec) -> list[tuple[dict[int, int], int]]:
     if s.unit == "warp":
         poly = {0: 1}
         poly[b] = poly.get(b, 0) + s.warp_k
-        # derivative terms (as `warp.derivative_terms`): v1 F'_j x passes B layers, v2 F'_j F_i passes 2B
+        # derivative terms (`plan.derivative_terms`): v1 F'_j x passes B layers, v2 F'_j F_i passes 2B
         length = 2 * b if s.warp_variant == 2 else b
-        poly[length] = poly.get(length, 0) + _derivative_terms(s.warp_k, s.warp_variant)
+        poly[length] = poly.get(length, 0) + len(derivative_terms(s.warp_k, s.warp_variant))
         return [(poly, total // s.warp_k)]
     k = s.branches
     if s.combine == "merge":

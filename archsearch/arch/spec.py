@@ -4,41 +4,31 @@ Every family of the five papers is a point of one space (unit kind x function x 
 parallel functions x warp). A name is a readable spelling of a spec; `parse_name` accepts every
 spelling, `spec.name` prints the canonical one (the simplest family, fewest suffixes), and
 `parse_name(spec.name) == spec` holds for every valid spec with the default class count.
+What each family is (depth rule, k/K token, widening, default shortcut) is declared once in
+`archsearch.arch.families`; the suffix tokens are read by `archsearch.arch.tokens`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from archsearch.arch.families import Family, combines, families, family, is_family, unit_kinds
+from archsearch.arch.tokens import (
+    ALLOWED_KERNELS,
+    INT_RE,
+    NAME_RE,
+    fmt_float,
+    stage_ints,
+    suffix_options,
+    valid_forms,
+)
 from archsearch.errors import SpecError
 
-UNIT_KINDS = ("pre", "post", "warp")
 FUNCTIONS = ("basic", "bottleneck")
-COMBINES = ("sum", "merge")
 SHORTCUTS = ("pad", "proj", "none")
-ALLOWED_KERNELS = (1, 3, 5)
 BASE_WIDTHS = (16, 32, 64)
-FAMILIES = ("resnet", "wrn", "multiresnet", "postresnet", "dvanet", "dmrnet", "warpnet")
-
-NAME_FORMS = (
-    "resnet-<6n+2>[-bottleneck: 9n+2]",
-    "wrn-<6N+4>-<w>[-b<kernels>]",
-    "multiresnet-<6n+2>-k<k>[-w<w>|-bottleneck]",
-    "postresnet-<6m+2>",
-    "dvanet-<6m+2>[-K<K>]",
-    "dmrnet-<6m+2>[-K<K>][-w<w>]",
-    "warpnet-<6U+1>-<kw>[-K<K>][-v1|-v2][-nobn]",
-)
-SUFFIX_FORMS = "[-c<C>|-c<a>.<b>.<c>] [-proj|-pad] [-u<a>.<b>.<c>] [-drop<p>]"
-
-
-def valid_forms() -> str:
-    return "valid forms: " + ", ".join(NAME_FORMS) + "; optional suffixes " + SUFFIX_FORMS
-
-
 @dataclass(frozen=True)
 class ArchSpec:
     """A residual network as data.
@@ -169,12 +159,12 @@ def _validate(s: ArchSpec) -> None:
     def bad(msg: str) -> None:
         raise SpecError(msg)
 
-    if s.unit not in UNIT_KINDS:
-        bad(f"unit must be one of {UNIT_KINDS}, not {s.unit!r}")
+    if s.unit not in unit_kinds():
+        bad(f"unit must be one of {unit_kinds()}, not {s.unit!r}")
     if s.function not in FUNCTIONS:
         bad(f"function must be one of {FUNCTIONS}, not {s.function!r}")
-    if s.combine not in COMBINES:
-        bad(f"combine must be one of {COMBINES}, not {s.combine!r}")
+    if s.combine not in combines():
+        bad(f"combine must be one of {combines()}, not {s.combine!r}")
     if s.shortcut not in SHORTCUTS:
         bad(f"shortcut must be one of {SHORTCUTS}, not {s.shortcut!r}")
     if len(s.units) != 3 or min(s.units) < 1:
@@ -220,102 +210,78 @@ def _validate(s: ArchSpec) -> None:
 
 
 # -------------------------------------------------------------------- naming
-_FAMILY_OF_UNIT = {"pre": ("resnet", "wrn", "multiresnet"), "post": ("postresnet", "dvanet", "dmrnet"),
-                   "warp": ("warpnet",)}
-_DEPTH_RULES = {  # family -> (depth from total units U and B convs, human rule)
-    "resnet": (lambda u, b: b * u + 2, "{b}n+2"),
-    "multiresnet": (lambda u, b: b * u + 2, "{b}n+2"),
-    "wrn": (lambda u, b: 2 * u + 4, "6N+4"),
-    "postresnet": (lambda u, b: b * u + 2, "{b}m+2"),
-    "dvanet": (lambda u, b: b * u + 2, "{b}m+2"),
-    "dmrnet": (lambda u, b: b * u + 2, "{b}m+2"),
-    "warpnet": (lambda u, b: b * u + 1, "{b}U+1"),
-}
-
-
-def _fmt_float(x: float) -> str:
-    return repr(float(x)).rstrip("0").rstrip(".") if "e" not in repr(float(x)) else repr(float(x))
-
-
-def _default_shortcut(family: str, function: str, kernels: tuple[int, ...], width_token: str) -> str:
-    if family == "warpnet":
-        return "none"
-    if family in ("wrn", "postresnet", "dvanet", "dmrnet"):
-        return "proj"
+def _default_shortcut(fam: Family, function: str, width_token: str) -> str:
+    if fam.default_shortcut:
+        return fam.default_shortcut
     if function == "bottleneck" or width_token.startswith("w"):
         return "proj"
     return "pad"
 
 
-def _family_tokens(s: ArchSpec, family: str) -> list[str] | None:
-    """Name tokens of spec `s` spelled in `family`, or None when that family cannot spell it."""
-    if family not in _FAMILY_OF_UNIT[s.unit]:
-        return None
-    if family in ("resnet", "wrn", "postresnet") and s.branches != 1:
-        return None
-    if family == "dvanet" and s.combine != "sum":
-        return None
-    b = s.convs_per_function
-    depth = _DEPTH_RULES[family][0](s.total_units, b)
-    tokens: list[str] = [family, str(depth)]
-    base = (16, 32, 64)
-    if family == "wrn":
+def _width_token(s: ArchSpec, fam: Family) -> str | None:
+    """How `fam` spells the widths of `s` ("" = the base widths), or None when it cannot."""
+    base = BASE_WIDTHS
+    if fam.widening == "wrn":
         if s.widths[0] % 16 or s.widths != tuple(s.widths[0] // 16 * x for x in base):
             return None
-        if s.function == "bottleneck":
-            return None
-        width_token = "w"
+        return None if s.function == "bottleneck" else "w"
+    if fam.widening == "warp":
+        return f"c{s.stem}" if s.stem != 16 else ""
+    if s.widths == base:
+        return ""
+    if s.widths[0] % 16 == 0 and s.widths == tuple(s.widths[0] // 16 * x for x in base):
+        return f"w{s.widths[0] // 16}"
+    if s.widths == (s.widths[0], 2 * s.widths[0], 4 * s.widths[0]):
+        return f"c{s.widths[0]}"
+    return "c" + ".".join(str(w) for w in s.widths)
+
+
+def _family_tokens(s: ArchSpec, fam: Family) -> list[str] | None:
+    """Name tokens of spec `s` spelled in family `fam`, or None when that family cannot spell it."""
+    if fam.unit != s.unit or (fam.branch_token is None and s.branches != 1):
+        return None
+    if s.branches > 1 and s.combine != fam.combine:
+        return None
+    width_token = _width_token(s, fam)
+    if width_token is None:
+        return None
+    tokens: list[str] = [fam.name, str(fam.depth(s.total_units, s.convs_per_function))]
+    if fam.widening == "wrn":
         tokens.append(str(s.widths[0] // 16))
-    elif family == "warpnet":
+    elif fam.widening == "warp":
         tokens.append(str(s.widths[0] // s.stem))
-        width_token = f"c{s.stem}" if s.stem != 16 else ""
-    else:
-        if s.widths == base:
-            width_token = ""
-        elif s.widths[0] % 16 == 0 and s.widths == tuple(s.widths[0] // 16 * x for x in base):
-            width_token = f"w{s.widths[0] // 16}"
-        elif s.widths == (s.widths[0], 2 * s.widths[0], 4 * s.widths[0]):
-            width_token = f"c{s.widths[0]}"
-        else:
-            width_token = "c" + ".".join(str(w) for w in s.widths)
-    # parallel functions
-    if family == "multiresnet":
-        tokens.append(f"k{s.branches}")
-    elif family in ("dvanet", "dmrnet") and s.branches != 2:
-        tokens.append(f"K{s.branches}")
-    elif family == "warpnet" and s.warp_k != 2:
-        tokens.append(f"K{s.warp_k}")
-    if width_token and family != "wrn":
+    if fam.branch_token and (fam.default_branches is None or s.k != fam.default_branches):
+        tokens.append(f"{fam.branch_token}{s.k}")
+    if width_token and fam.widening != "wrn":
         tokens.append(width_token)
     if s.function == "bottleneck":
         tokens.append("bottleneck")
     elif s.kernels != (3, 3):
         tokens.append("b" + "".join(str(k) for k in s.kernels))
-    default_sc = _default_shortcut(family, s.function, s.kernels, width_token)
-    if s.shortcut != default_sc:
+    if s.shortcut != _default_shortcut(fam, s.function, width_token):
         tokens.append(s.shortcut)
     if len(set(s.units)) != 1:
         tokens.append("u" + ".".join(str(u) for u in s.units))
-    if family == "warpnet":
+    if s.unit == "warp":
         if s.warp_variant == 2:
             tokens.append("v2")
         if not s.warp_bn:
             tokens.append("nobn")
     if s.dropout:
-        tokens.append("drop" + _fmt_float(s.dropout))
+        tokens.append("drop" + fmt_float(s.dropout))
     return tokens
 
 
 def _suffix_count(tokens: list[str]) -> int:
     """Suffixes beyond family-depth; the positional widening of wrn/warpnet is not a suffix."""
-    positional = 1 if tokens[0] in ("wrn", "warpnet") else 0
+    positional = 1 if family(tokens[0]).positional_widening else 0
     return len(tokens) - 2 - positional
 
 
 def canonical_name(s: ArchSpec) -> str:
     best: list[str] | None = None
-    for family in FAMILIES:
-        tokens = _family_tokens(s, family)
+    for fam in families():
+        tokens = _family_tokens(s, fam)
         if tokens is None:
             continue
         if best is None or _suffix_count(tokens) < _suffix_count(best):
@@ -326,17 +292,6 @@ def canonical_name(s: ArchSpec) -> str:
 
 
 # -------------------------------------------------------------------- parsing
-_NAME_RE = re.compile(r"^(?P<family>[a-z]+)-(?P<depth>\d+)(?P<rest>(-[a-z0-9.]+)*)$", re.IGNORECASE)
-_INT_RE = re.compile(r"^\d+$")
-
-
-def _stage_ints(text: str, what: str, name: str) -> tuple[int, int, int]:
-    parts = text.split(".")
-    if len(parts) != 3 or not all(_INT_RE.match(p) for p in parts):
-        raise SpecError(f"{name!r}: {what} needs three integers a.b.c, got {text!r}")
-    return tuple(int(p) for p in parts)  # type: ignore[return-value]
-
-
 def parse_name(name: str, num_classes: int = 10) -> ArchSpec:
     """Parse any accepted spelling of a network name into its spec."""
     try:
@@ -348,135 +303,84 @@ def parse_name(name: str, num_classes: int = 10) -> ArchSpec:
 
 def _parse_name(name: str, num_classes: int) -> ArchSpec:
     raw = name
-    name = name.strip()
-    m = _NAME_RE.match(name)
+    m = NAME_RE.match(name.strip())
     if not m:
         raise SpecError(f"cannot parse architecture name {raw!r}; {valid_forms()}")
-    family = m.group("family").lower()
-    if family not in FAMILIES:
-        raise SpecError(f"unknown family {family!r} in {raw!r}; {valid_forms()}")
+    if not is_family(m.group("family").lower()):
+        raise SpecError(f"unknown family {m.group('family').lower()!r} in {raw!r}; {valid_forms()}")
+    fam = family(m.group("family").lower())
     depth = int(m.group("depth"))
     tokens = [t for t in m.group("rest").split("-") if t]
-
     positional: int | None = None
-    if family in ("wrn", "warpnet"):
-        if not tokens or not _INT_RE.match(tokens[0]):
-            form = "wrn-<depth>-<w>" if family == "wrn" else "warpnet-<depth>-<kw>"
-            raise SpecError(f"{raw!r}: {family} needs its widening factor, as in {form}; {valid_forms()}")
+    if fam.positional_widening:
+        if not tokens or not INT_RE.match(tokens[0]):
+            form = f"{fam.name}-<depth>-<{'w' if fam.widening == 'wrn' else 'kw'}>"
+            raise SpecError(f"{raw!r}: {fam.name} needs its widening factor, as in {form}; {valid_forms()}")
         positional = int(tokens.pop(0))
         if positional < 1:
             raise SpecError(f"{raw!r}: widening factor must be >= 1")
-
-    opts: dict[str, Any] = {}
-    seen: set[str] = set()
-    for tok in tokens:
-        key, value = _classify(tok, raw)
-        if key in seen:
-            raise SpecError(f"{raw!r}: suffix for {key} given twice")
-        seen.add(key)
-        opts[key] = value
-
-    if family in ("resnet", "wrn", "postresnet") and "branches" in opts and opts["branches"] != 1:
-        raise SpecError(f"{raw!r}: {family} has one function per unit; use multiresnet (k) or dvanet/dmrnet (K)")
-    if family == "multiresnet" and "branches" not in opts:
-        raise SpecError(f"{raw!r}: multiresnet needs its function count, as in multiresnet-26-k2")
-    if family != "warpnet" and ("variant" in opts or "nobn" in opts):
-        raise SpecError(f"{raw!r}: -v1/-v2/-nobn apply to warpnet only")
-
-    unit = {"resnet": "pre", "wrn": "pre", "multiresnet": "pre", "warpnet": "warp"}.get(family, "post")
+    opts = suffix_options(tokens, raw)
+    _check_family_options(fam, opts, raw)
     function = opts.get("function", "basic")
     kernels = opts.get("kernels", (3, 3))
-    b = 3 if function == "bottleneck" else len(kernels)
-    rule, rule_text = _DEPTH_RULES[family]
-    offset = rule(0, b)
-    if "units" in opts:
-        units = opts["units"]
-        if rule(sum(units), b) != depth:
-            raise SpecError(f"{raw!r}: depth {depth} disagrees with units {'.'.join(map(str, units))} "
-                            f"(that is depth {rule(sum(units), b)} for {family})")
-    else:
-        per = b * 3 if family != "wrn" else 6
-        if depth <= offset or (depth - offset) % per:
-            raise SpecError(f"{raw!r}: {family} depth must be {rule_text.format(b=per)} with n >= 1 "
-                            f"for these functions, got {depth}; {valid_forms()}")
-        n = (depth - offset) // per
-        units = (n, n, n)
-
-    stem = 16
-    width_token = ""
-    if family == "wrn":
-        widths = tuple(positional * x for x in BASE_WIDTHS)
-        width_token = "w"
-        if "widths" in opts:
-            raise SpecError(f"{raw!r}: wrn takes its width as wrn-<depth>-<w>; -w/-c do not apply")
-    elif family == "warpnet":
-        if "widths" in opts and opts["widths"][0] != "c" or ("widths" in opts and "." in opts["widths"][1]):
-            raise SpecError(f"{raw!r}: warpnet takes -c<C> (stem width) only; its widening is warpnet-<d>-<kw>")
-        if "widths" in opts:
-            stem = int(opts["widths"][1])
-        widths = (stem * positional, 2 * stem * positional, 4 * stem * positional)
-    else:
-        widths = BASE_WIDTHS
-        if "widths" in opts:
-            kind, text = opts["widths"]
-            width_token = kind
-            if kind == "w":
-                widths = tuple(int(text) * x for x in BASE_WIDTHS)
-            elif "." in text:
-                widths = _stage_ints(text, "-c", raw)
-            else:
-                widths = (int(text), 2 * int(text), 4 * int(text))
-    shortcut = opts.get("shortcut") or _default_shortcut(family, function, kernels, width_token)
-    branches = opts.get("branches", 2 if family in ("dvanet", "dmrnet") else 1)
-    combine = "merge" if family == "dmrnet" else "sum"
-    warp_k = opts.get("branches", 2) if family == "warpnet" else 1
-    if family == "warpnet":
-        branches = 1
+    convs = 3 if function == "bottleneck" else len(kernels)
+    units = _units_of_name(fam, depth, convs, opts, raw)
+    widths, stem, width_token = _widths_of_name(fam, positional, opts, raw)
+    shortcut = opts.get("shortcut") or _default_shortcut(fam, function, width_token)
+    count = opts.get("branches", fam.default_branches or 1)
+    warp = fam.unit == "warp"
     try:
-        return ArchSpec(unit=unit, function=function, kernels=kernels, units=units, widths=widths,
-                        stem=stem, branches=branches, combine=combine, shortcut=shortcut,
-                        warp_k=warp_k, warp_variant=opts.get("variant", 1),
+        return ArchSpec(unit=fam.unit, function=function, kernels=kernels, units=units, widths=widths,
+                        stem=stem, branches=1 if warp else count, combine=fam.combine, shortcut=shortcut,
+                        warp_k=count if warp else 1, warp_variant=opts.get("variant", 1),
                         warp_bn=not opts.get("nobn", False), dropout=opts.get("dropout", 0.0),
                         num_classes=num_classes)
     except SpecError as exc:
         raise SpecError(f"{raw!r}: {exc}") from None
 
 
-def _classify(tok: str, raw: str) -> tuple[str, Any]:
-    low = tok.lower()
-    if re.fullmatch(r"[kK]\d+", tok):
-        k = int(tok[1:])
-        if k < 1:
-            raise SpecError(f"{raw!r}: k/K must be >= 1, got {tok!r}")
-        return "branches", k
-    if low == "bottleneck":
-        return "function", "bottleneck"
-    if re.fullmatch(r"b\d+", low):
-        kernels = tuple(int(c) for c in low[1:])
-        bad = [k for k in kernels if k not in ALLOWED_KERNELS]
-        if bad:
-            raise SpecError(f"{raw!r}: block kernels {low[1:]} must use sizes {ALLOWED_KERNELS}, "
-                            f"as in -b33 or -b131")
-        return "kernels", kernels
-    if re.fullmatch(r"w\d+", low):
-        if int(low[1:]) < 1:
-            raise SpecError(f"{raw!r}: width multiplier must be >= 1")
-        return "widths", ("w", low[1:])
-    if re.fullmatch(r"c\d+(\.\d+\.\d+)?", low):
-        if any(int(p) < 1 for p in low[1:].split(".")):
-            raise SpecError(f"{raw!r}: widths must be >= 1")
-        return "widths", ("c", low[1:])
-    if low in ("proj", "pad"):
-        return "shortcut", low
-    if re.fullmatch(r"u[\d.]+", low):
-        units = _stage_ints(low[1:], "-u", raw)
-        if min(units) < 1:
-            raise SpecError(f"{raw!r}: units per stage must be >= 1")
-        return "units", units
-    if low in ("v1", "v2"):
-        return "variant", int(low[1])
-    if low == "nobn":
-        return "nobn", True
-    if re.fullmatch(r"drop(0?\.\d+|0|1e-\d+)", low):
-        return "dropout", float(low[4:])
-    raise SpecError(f"{raw!r}: unknown suffix -{tok}; {valid_forms()}")
+def _check_family_options(fam: Family, opts: dict[str, Any], raw: str) -> None:
+    if fam.branch_token is None and "branches" in opts and opts["branches"] != 1:
+        raise SpecError(f"{raw!r}: {fam.name} has one function per unit; use multiresnet (k) or dvanet/dmrnet (K)")
+    if fam.branch_token and fam.default_branches is None and "branches" not in opts:
+        raise SpecError(f"{raw!r}: {fam.name} needs its function count, as in {fam.branch_example}")
+    if fam.unit != "warp" and ("variant" in opts or "nobn" in opts):
+        raise SpecError(f"{raw!r}: -v1/-v2/-nobn apply to warpnet only")
+
+
+def _units_of_name(fam: Family, depth: int, convs: int, opts: dict[str, Any], raw: str) -> tuple[int, int, int]:
+    if "units" in opts:
+        units = opts["units"]
+        if fam.depth(sum(units), convs) != depth:
+            raise SpecError(f"{raw!r}: depth {depth} disagrees with units {'.'.join(map(str, units))} "
+                            f"(that is depth {fam.depth(sum(units), convs)} for {fam.name})")
+        return units
+    n = fam.units_per_stage(depth, convs)
+    if n is None:
+        raise SpecError(f"{raw!r}: {fam.name} depth must be {fam.rule_text(convs)} with n >= 1 "
+                        f"for these functions, got {depth}; {valid_forms()}")
+    return (n, n, n)
+
+
+def _widths_of_name(fam: Family, positional: int | None, opts: dict[str, Any],
+                    raw: str) -> tuple[tuple[int, ...], int, str]:
+    """(widths, stem, width token) a name spells."""
+    if fam.widening == "wrn":
+        if "widths" in opts:
+            raise SpecError(f"{raw!r}: wrn takes its width as wrn-<depth>-<w>; -w/-c do not apply")
+        return tuple(positional * x for x in BASE_WIDTHS), 16, "w"
+    if fam.widening == "warp":
+        if "widths" in opts and opts["widths"][0] != "c" or ("widths" in opts and "." in opts["widths"][1]):
+            raise SpecError(f"{raw!r}: warpnet takes -c<C> (stem width) only; its widening is warpnet-<d>-<kw>")
+        stem = int(opts["widths"][1]) if "widths" in opts else 16
+        return (stem * positional, 2 * stem * positional, 4 * stem * positional), stem, ""
+    if "widths" not in opts:
+        return BASE_WIDTHS, 16, ""
+    kind, text = opts["widths"]
+    if kind == "w":
+        return tuple(int(text) * x for x in BASE_WIDTHS), 16, kind
+    if "." in text:
+        return stage_ints(text, "-c", raw), 16, kind
+    return (int(text), 2 * int(text), 4 * int(text)), 16, kind
+
+

@@ -60,7 +60,8 @@ def _finish(config) -> None:  # noqa: ANN001 - a StudyConfig
         path = write_report(study, config.run_dir / "report", artifact_dir=config.run_dir / "artifacts")
         print(f"report: {_shown(path)}")
     if config.export_top:
-        from archsearch.export.writer import ExportError, export_study
+        from archsearch.export.weights import ExportError
+        from archsearch.export.writer import export_study
 
         try:
             exported = export_study(config.storage_url, config.name, config.run_dir / "export", top=config.export_top)

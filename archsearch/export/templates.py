@@ -1,22 +1,22 @@
-"""Source templates for `archsearch export`: one generator per block, composed from the spec.
+"""Source templates for `archsearch export`: one generator per block (WarpNet's in `warp_templates`).
 
 The exported file is plain PyTorch and must load archsearch's `state_dict` with `strict=True`, so
 every block here mirrors one archsearch module (named in its comment) attribute for attribute and
 layer index for layer index. Constants of the spec (kernels, dropout, k/K, shortcut kind, widths,
 units) are baked into the text: the exported file holds no interpreter of specs, only the blocks its
-network uses, laid out stage by stage.
+network uses, laid out stage by stage (`archsearch.export.source` composes them).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
+from typing import NamedTuple
 
+from archsearch.arch.plan import function_layout
 from archsearch.arch.spec import ArchSpec
 
 ALLOWED_IMPORTS = ("torch", "torch.nn", "torch.nn.functional", "torch.autograd.forward_ad")
-CLASS_NAMES = {"resnet": "PreActResNet", "wrn": "WideResNet", "multiresnet": "MultiResNet",
-               "postresnet": "PostActResNet", "dvanet": "DVANet", "dmrnet": "DMRNet", "warpnet": "WarpNet"}
 
 
 def module_name(name: str) -> str:
@@ -26,39 +26,38 @@ def module_name(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------- helpers
-def _block(text: str) -> str:
+def block(text: str) -> str:
     """Strip the template's leading newline; templates are written flush-left."""
     return text.lstrip("\n")
 
 
-def _indent(lines: list[str], spaces: int) -> str:
+def indent(lines: list[str], spaces: int) -> str:
     pad = " " * spaces
     return "\n".join(pad + line if line else "" for line in lines)
 
 
-def _expanded(spec: ArchSpec) -> str:
+def expanded_width(spec: ArchSpec) -> str:
     return "4 * width" if spec.function == "bottleneck" else "width"
 
 
-def _conv_plan(spec: ArchSpec, first_in: str, width: str) -> list[tuple[int, str, str, str]]:
-    """(kernel, in, out, stride expression) of the function's convolutions (blocks.py plans)."""
-    if spec.function == "bottleneck":
-        return [(1, first_in, width, ""), (3, width, width, "stride"), (1, width, f"4 * {width}", "")]
-    return [(k, first_in if i == 0 else width, width, "stride" if i == 0 else "")
-            for i, k in enumerate(spec.kernels)]
+def _function_convs(spec: ArchSpec, first_in: str, width: str) -> list[tuple[int, str, str, str]]:
+    """(kernel, in, out, stride expression) of the function's convolutions, from the layer plan."""
+    names = {"in": first_in, "width": width, "expanded": f"4 * {width}"}
+    return [(slot.kernel, names[slot.reads], names[slot.writes], "stride" if slot.strided else "")
+            for slot in function_layout(spec.kernels, spec.function == "bottleneck")]
 
 
 def _conv_call(kernel: int, cin: str, cout: str, stride: str) -> str:
     return f"conv({cin}, {cout}, {kernel}{', ' + stride if stride else ''}),"
 
 
-def _describe(parts: list[str]) -> str:
+def describe(parts: list[str]) -> str:
     return "-".join(parts)
 
 
 # ------------------------------------------------------------------------------- common blocks
 def conv_helper() -> str:
-    return _block('''
+    return block('''
 def conv(in_c: int, out_c: int, kernel: int, stride: int = 1) -> nn.Conv2d:
     """A convolution without bias, padded to keep the spatial size (before striding)."""
     return nn.Conv2d(in_c, out_c, kernel, stride=stride, padding=kernel // 2, bias=False)
@@ -67,7 +66,7 @@ def conv(in_c: int, out_c: int, kernel: int, stride: int = 1) -> nn.Conv2d:
 
 def init_helper() -> str:
     # mirrors archsearch.nn.build.init_weights
-    return _block('''
+    return block('''
 def init_weights(model: nn.Module) -> None:
     """He (Kaiming normal, fan_out) convolutions, BN gamma = 1 / beta = 0, as in the papers."""
     for m in model.modules():
@@ -85,7 +84,7 @@ def init_weights(model: nn.Module) -> None:
 
 def pad_shortcut() -> str:
     # mirrors archsearch.nn.blocks.PadShortcut (no parameters, so no state_dict entries)
-    return _block('''
+    return block('''
 class PadShortcut(nn.Module):
     """Option A shortcut: stride-2 subsampling and zero-padded channels, no parameters."""
 
@@ -112,7 +111,7 @@ def shortcut_helper(spec: ArchSpec) -> str:
         doc = "a 1x1 projection with BN"
         body = ("return nn.Sequential(\n        nn.Conv2d(in_c, out_c, 1, stride=stride, bias=False), "
                 "nn.BatchNorm2d(out_c)\n    )")
-    return _block(f'''
+    return block(f'''
 def shortcut(in_c: int, out_c: int, stride: int) -> nn.Module:
     """Identity, or {doc} where the unit changes shape."""
     if in_c == out_c and stride == 1:
@@ -139,7 +138,7 @@ def functions_class(spec: ArchSpec) -> str:
         """[f_i(x_i)]: function i reads stream i."""
         return [f(xs[i]) for i, f in enumerate(self.branches)]
 ''')
-    return _block('''
+    return block('''
 class Functions(nn.Module):
     """The unit's parallel residual functions, named `branches` as in archsearch's state_dict."""
 
@@ -155,15 +154,15 @@ def preact_function(spec: ArchSpec) -> str:
     drop = spec.dropout
     lines: list[str] = []
     parts: list[str] = ["[BN-ReLU]"]
-    for i, (k, cin, cout, stride) in enumerate(_conv_plan(spec, "in_c", "width")):
+    for i, (k, cin, cout, stride) in enumerate(_function_convs(spec, "in_c", "width")):
         if i > 0:
             lines += [f"nn.BatchNorm2d({cin}),", "nn.ReLU(),"] + ([f"nn.Dropout({drop!r}),"] if drop else [])
             parts += ["BN", "ReLU"] + (["dropout"] if drop else [])
         lines.append(_conv_call(k, cin, cout, stride))
         parts.append(f"conv{k}x{k}")
-    return _block(f'''
+    return block(f'''
 def residual_function(in_c: int, width: int, stride: int, owns_preact: bool) -> nn.Sequential:
-    """{_describe(parts)}.
+    """{describe(parts)}.
 
     In the first unit of a stage the leading BN-ReLU belongs to the unit (shared by the shortcut
     and all functions), so the function starts at its first convolution (`owns_preact=False`).
@@ -172,7 +171,7 @@ def residual_function(in_c: int, width: int, stride: int, owns_preact: bool) -> 
     if owns_preact:
         layers += [nn.BatchNorm2d(in_c), nn.ReLU()]
     layers += [
-{_indent(lines, 8)}
+{indent(lines, 8)}
     ]
     return nn.Sequential(*layers)
 ''')
@@ -183,37 +182,17 @@ def post_function(spec: ArchSpec) -> str:
     drop = spec.dropout
     lines: list[str] = []
     parts: list[str] = []
-    for i, (k, cin, cout, stride) in enumerate(_conv_plan(spec, "in_c", "width")):
+    for i, (k, cin, cout, stride) in enumerate(_function_convs(spec, "in_c", "width")):
         if i > 0:
             lines += ["nn.ReLU(),"] + ([f"nn.Dropout({drop!r}),"] if drop else [])
             parts += ["ReLU"] + (["dropout"] if drop else [])
         lines += [_conv_call(k, cin, cout, stride), f"nn.BatchNorm2d({cout}),"]
         parts += [f"conv{k}x{k}", "BN"]
-    return _block(f'''
+    return block(f'''
 def residual_function(in_c: int, width: int, stride: int) -> nn.Sequential:
-    """The branch H: {_describe(parts)}."""
+    """The branch H: {describe(parts)}."""
     return nn.Sequential(
-{_indent(lines, 8)}
-    )
-''')
-
-
-def warp_function(spec: ArchSpec) -> str:
-    # mirrors archsearch.nn.blocks.warp_function
-    drop = spec.dropout
-    lines = ["nn.BatchNorm2d(channels),"]
-    parts = ["BN"]
-    for i, k in enumerate(spec.kernels):
-        if i > 0:
-            lines += ["nn.ReLU(),"] + ([f"nn.Dropout({drop!r}),"] if drop else [])
-            parts += ["ReLU"] + (["dropout"] if drop else [])
-        lines += [f"conv(channels, channels, {k}),", "nn.BatchNorm2d(channels),"]
-        parts += [f"conv{k}x{k}", "BN"]
-    return _block(f'''
-def residual_function(channels: int) -> nn.Sequential:
-    """WarpNet's F: {_describe(parts)} (shape-preserving)."""
-    return nn.Sequential(
-{_indent(lines, 8)}
+{indent(lines, 8)}
     )
 ''')
 
@@ -225,7 +204,7 @@ def preact_unit(spec: ArchSpec) -> str:
     what = "f(a)" if k == 1 else f"f_1(a) + ... + f_{k}(a)"
     call = "residual_function(in_c, width, stride, owns_preact=not first)"
     functions = f"[{call}]" if k == 1 else f"\n            [{call} for _ in range({k})]\n        "
-    return _block(f'''
+    return block(f'''
 class PreActUnit(nn.Module):
     """y = Z(a) + {what}.
 
@@ -235,7 +214,7 @@ class PreActUnit(nn.Module):
     def __init__(self, in_c: int, width: int, stride: int = 1, first: bool = False) -> None:
         super().__init__()
         self.preact = nn.Sequential(nn.BatchNorm2d(in_c), nn.ReLU()) if first else None
-        self.shortcut = shortcut(in_c, {_expanded(spec)}, stride)
+        self.shortcut = shortcut(in_c, {expanded_width(spec)}, stride)
         self.functions = Functions({functions})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,13 +229,13 @@ def post_sum_unit(spec: ArchSpec) -> str:
     what = "H(x)" if k == 1 else f"H_1(x) + ... + H_{k}(x)"
     call = "residual_function(in_c, width, stride)"
     functions = f"[{call}]" if k == 1 else f"[{call} for _ in range({k})]"
-    return _block(f'''
+    return block(f'''
 class PostUnit(nn.Module):
     """y = ReLU(Z(x) + {what})."""
 
     def __init__(self, in_c: int, width: int, stride: int = 1) -> None:
         super().__init__()
-        self.shortcut = shortcut(in_c, {_expanded(spec)}, stride)
+        self.shortcut = shortcut(in_c, {expanded_width(spec)}, stride)
         self.functions = Functions({functions})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -267,7 +246,7 @@ class PostUnit(nn.Module):
 def merge_run_unit(spec: ArchSpec) -> str:
     # mirrors archsearch.nn.blocks.MergeRunUnit
     k = spec.branches
-    return _block(f'''
+    return block(f'''
 class MergeRunUnit(nn.Module):
     """Merge-and-run on {k} streams: f = mean_j Z_j(x_j), y_i = ReLU(f + H_i(x_i)).
 
@@ -277,7 +256,7 @@ class MergeRunUnit(nn.Module):
 
     def __init__(self, in_c: int, width: int, stride: int = 1, last: bool = False) -> None:
         super().__init__()
-        self.shortcuts = nn.ModuleList([shortcut(in_c, {_expanded(spec)}, stride) for _ in range({k})])
+        self.shortcuts = nn.ModuleList([shortcut(in_c, {expanded_width(spec)}, stride) for _ in range({k})])
         self.functions = Functions([residual_function(in_c, width, stride) for _ in range({k})])
         self.last = last
 
@@ -296,347 +275,18 @@ class MergeRunUnit(nn.Module):
 ''')
 
 
-# ------------------------------------------------------------------------------- WarpNet
-def warp_stem(spec: ArchSpec) -> str:
-    # mirrors archsearch.nn.build.WarpStem
-    copies = spec.widths[0] // spec.stem
-    if copies > 1:
-        doc = f", then {copies} concatenated copies (no parameters)"
-        ret = f"x = torch.relu(self.bn(self.conv(x)))\n        return torch.cat([x] * {copies}, dim=1)"
-    else:
-        doc, ret = "", "return torch.relu(self.bn(self.conv(x)))"
-    return _block(f'''
-class WarpStem(nn.Module):
-    """conv3x3 3->{spec.stem}, BN, ReLU{doc}."""
+class UnitTemplate(NamedTuple):
+    """How the exporter writes one (unit kind, combine) pair: the class's source, its name, and the
+    `plan.Unit` flag ("first" or "last") passed as a keyword where it is true."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, {spec.stem}, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d({spec.stem})
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        {ret}
-''')
+    source: Callable[[ArchSpec], str]
+    class_name: str
+    flag: str = ""
 
 
-def warp_transition() -> str:
-    # mirrors archsearch.nn.warp.WarpTransition
-    return _block('''
-class WarpTransition(nn.Module):
-    """Between stages: 2x2 average pooling and two concatenated copies (no parameters)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(x, 2)
-        return torch.cat([x, x], dim=1)
-''')
-
-
-def derivative_terms(k: int, variant: int) -> list[tuple[int, int | None]]:
-    """(j, i) of the terms F'_j . F_i (i None: F'_j . x), 0-based; as archsearch.nn.warp."""
-    if variant == 2:
-        return [(j, i) for j in range(1, k) for i in range(j)]
-    return [(j, None) for j in range(1, k)]
-
-
-def _tangents(spec: ArchSpec) -> dict[int, list[int | None]]:
-    out: dict[int, list[int | None]] = {}
-    for j, i in derivative_terms(spec.warp_k, spec.warp_variant):
-        out.setdefault(j, []).append(i)
-    return out
-
-
-def jvp_helpers(spec: ArchSpec) -> str:
-    """The derivative-term helper this warp variant needs (nothing for K = 1)."""
-    if spec.warp_k == 1:
-        return ""
-    if not spec.warp_bn:
-        # mirrors archsearch.nn.warp.linearised_without_bn
-        return _block('''
-def value_and_jvps(
-    f: nn.Sequential, x: torch.Tensor, vectors: list[torch.Tensor]
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """F(x) and, per vector v, F's JVP along v with F's BN layers left out (the "-nobn" runs).
-
-    Tangents pass the convolutions, the primal's ReLU masks and its dropout masks; BN acts on the
-    primal alone (as archsearch's warp operator does).
-    """
-    h = x
-    ts = list(vectors)
-    for layer in f:
-        if isinstance(layer, nn.Conv2d):
-            h = layer(h)
-            ts = [F.conv2d(t, layer.weight, None, layer.stride, layer.padding) for t in ts]
-        elif isinstance(layer, nn.ReLU):
-            mask = (h > 0).to(h.dtype)
-            h = F.relu(h)
-            ts = [t * mask for t in ts]
-        elif isinstance(layer, nn.Dropout):
-            if layer.training and layer.p > 0:  # the tangent shares the primal's dropout mask
-                keep = F.dropout(torch.ones_like(h), layer.p, True)
-                h = h * keep
-                ts = [t * keep for t in ts]
-        else:
-            h = layer(h)
-    return h, ts
-''')
-    several = max(len(v) for v in _tangents(spec).values()) > 1
-    frozen = _block('''
-class FrozenBNStatistics:
-    """Extra passes through F (one per further tangent) must not update BN running stats again."""
-
-    def __init__(self, module: nn.Module, frozen: bool) -> None:
-        bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
-        self.layers = bns if frozen else []
-        self.saved: list[tuple[float | None, torch.Tensor]] = []
-
-    def __enter__(self) -> None:
-        self.saved = [(m.momentum, m.num_batches_tracked.clone()) for m in self.layers]
-        for m in self.layers:
-            m.momentum = 0.0
-
-    def __exit__(self, *exc: object) -> None:
-        for m, (momentum, tracked) in zip(self.layers, self.saved, strict=True):
-            m.momentum = momentum
-            m.num_batches_tracked.copy_(tracked)
-
-
-''') if several else ""
-    # mirrors WarpOperator._value_and_jvps (exact JVP through train- or eval-mode BN)
-    context = "FrozenBNStatistics(f, n > 0), fwAD.dual_level()" if several else "fwAD.dual_level()"
-    loop = "for n, v in enumerate(vectors):" if several else "for v in vectors:"
-    return frozen + _block(f'''
-def value_and_jvps(
-    f: nn.Sequential, x: torch.Tensor, vectors: list[torch.Tensor]
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """F(x) and the exact Jacobian-vector products F'(x) . v, by forward-mode AD."""
-    value = None
-    jvps = []
-    {loop}
-        with {context}:
-            primal, tangent = fwAD.unpack_dual(f(fwAD.make_dual(x, v)))
-        if value is None:
-            value = primal
-        jvps.append(tangent)
-    return value, jvps
-''')
-
-
-def warp_operator(spec: ArchSpec) -> str:
-    # mirrors archsearch.nn.warp.WarpOperator (same sum order: x, values, then derivative terms)
-    k = spec.warp_k
-    if k == 1:
-        return _block('''
-class WarpOperator(nn.Module):
-    """One sequential WarpNet unit: x + F(x)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.functions = nn.ModuleList([residual_function(channels)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.functions[0](x)
-''')
-    tangents = _tangents(spec)
-    lines: list[str] = []
-    derivs: list[str] = []
-    for j in range(k):
-        value = f"f{j + 1}"
-        if j not in tangents:
-            lines.append(f"{value} = self.functions[{j}](x)")
-            continue
-        names = [f"d{j + 1}{'x' if i is None else i + 1}" for i in tangents[j]]
-        vectors = ", ".join("x" if i is None else f"f{i + 1}" for i in tangents[j])
-        target = f"({names[0]},)" if len(names) == 1 else "(" + ", ".join(names) + ")"
-        lines.append(f"{value}, {target} = value_and_jvps(self.functions[{j}], x, [{vectors}])")
-        derivs += names
-    total = " + ".join(["x"] + [f"f{j + 1}" for j in range(k)] + derivs)
-    terms = " + ".join(["x"] + [f"F{j + 1}" for j in range(k)]
-                       + [f"F{j + 1}'{'x' if i is None else f'F{i + 1}'}"
-                          for j, i in derivative_terms(k, spec.warp_variant)])
-    how = "exact forward-mode JVPs" if spec.warp_bn else "JVPs without F's BN layers (-nobn)"
-    return _block(f'''
-class WarpOperator(nn.Module):
-    """{k} WarpNet units as one warp operator (WarpNet{spec.warp_variant}), all F_i read the same x.
-
-    y = {terms}
-    where F_j'v is F_j's Jacobian at x applied to v ({how}).
-    """
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.functions = nn.ModuleList([residual_function(channels) for _ in range({k})])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-{_indent(lines, 8)}
-        return {total}
-''')
-
-
-# ------------------------------------------------------------------------------- the network
-def _stage_units(spec: ArchSpec) -> Iterator[tuple[int, list[str], str]]:
-    """(stage, unit constructor calls, stage comment) with the widths baked in."""
-    in_c = spec.stem if spec.unit != "pre" else 16
-    total = spec.total_units
-    index = 0
-    for stage, (n, width) in enumerate(zip(spec.units, spec.widths, strict=True)):
-        res = 32 >> stage
-        calls: list[str] = []
-        if spec.unit == "warp":
-            if stage > 0:
-                calls.append("WarpTransition()")
-            calls += [f"WarpOperator({width})"] * (n // spec.warp_k)
-            ops = f" in {_plural(n // spec.warp_k, 'warp operator')} of K={spec.warp_k}" if spec.warp_k > 1 else ""
-            yield stage, calls, f"stage {stage + 1}: {res}x{res}, {width} channels, {_plural(n, 'unit')}{ops}"
-            continue
-        out_c = width * spec.expansion
-        for u in range(n):
-            stride = 2 if (stage > 0 and u == 0) else 1
-            args = [str(in_c), str(width)] + (["stride=2"] if stride == 2 else [])
-            if spec.unit == "pre":
-                args += ["first=True"] if u == 0 else []
-                calls.append(f"PreActUnit({', '.join(args)})")
-            elif spec.combine == "merge":
-                args += ["last=True"] if index == total - 1 else []
-                calls.append(f"MergeRunUnit({', '.join(args)})")
-            else:
-                calls.append(f"PostUnit({', '.join(args)})")
-            in_c = out_c
-            index += 1
-        yield stage, calls, f"stage {stage + 1}: {res}x{res}, {out_c} channels, {_plural(n, 'unit')}"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _compress(calls: list[str]) -> list[str]:
-    """Runs of identical units become one list comprehension."""
-    out: list[str] = []
-    i = 0
-    while i < len(calls):
-        j = i
-        while j < len(calls) and calls[j] == calls[i]:
-            j += 1
-        out.append(f"{calls[i]}," if j - i == 1 else f"*[{calls[i]} for _ in range({j - i})],")
-        i = j
-    return out
-
-
-def network_class(spec: ArchSpec) -> str:
-    """The network: stem -> body -> head, with archsearch's attribute names and indices."""
-    # mirrors archsearch.nn.build._build_preact / _build_post / _build_warp
-    cls = CLASS_NAMES[spec.family]
-    final = spec.out_widths[2]
-    body: list[str] = []
-    for _, calls, comment in _stage_units(spec):
-        body.append(f"# {comment}")
-        body += _compress(calls)
-    if spec.unit == "pre":
-        stem = "nn.Conv2d(3, 16, 3, padding=1, bias=False)"
-    elif spec.unit == "post":
-        c1 = spec.widths[0]
-        stem = (f"nn.Sequential(\n            nn.Conv2d(3, {c1}, 3, padding=1, bias=False), nn.BatchNorm2d({c1}), "
-                "nn.ReLU()\n        )")
-    else:
-        stem = "WarpStem()"
-    if spec.unit == "post":
-        head = ["nn.AdaptiveAvgPool2d(1),", "nn.Flatten(),", f"nn.Linear({final}, num_classes),"]
-    else:
-        head = [f"nn.BatchNorm2d({final}),", "nn.ReLU(),", "nn.AdaptiveAvgPool2d(1),", "nn.Flatten(),",
-                f"nn.Linear({final}, num_classes),"]
-    if spec.combine == "merge":
-        forward = _block(f'''
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        return self.head(self.body([x] * {spec.branches}))  # all streams start as the stem output
-''')
-    else:
-        forward = _block('''
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(self.stem(x)))
-''')
-    return _block(f'''
-class {cls}(nn.Module):
-    """{spec.name}: stem -> body -> head."""
-
-    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
-        super().__init__()
-        self.stem = {stem}
-        self.body = nn.Sequential(
-{_indent(body, 12)}
-        )
-        self.head = nn.Sequential(
-{_indent(head, 12)}
-        )
-        init_weights(self)
-
-''') + forward
-
-
-def build_function(spec: ArchSpec) -> str:
-    cls = CLASS_NAMES[spec.family]
-    return _block(f'''
-def build_model(num_classes: int = NUM_CLASSES, weights: str | None = None) -> nn.Module:
-    """{spec.name}, freshly initialised or with `weights` loaded strictly.
-
-    `weights` is a saved state_dict (this export's `.pt`) or an archsearch training checkpoint
-    (a dict holding it under "model"); archsearch's own model loads the same state_dict.
-    """
-    model = {cls}(num_classes)
-    if weights is not None:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        if isinstance(state.get("model"), dict):
-            state = state["model"]
-        model.load_state_dict(state)
-    return model
-
-
-if __name__ == "__main__":
-    net = build_model().eval()
-    print(f"{{NAME}}: {{sum(p.numel() for p in net.parameters()):,}} parameters")
-    with torch.no_grad():
-        print("output shape:", tuple(net(torch.zeros(2, 3, 32, 32)).shape))
-''')
-
-
-# ------------------------------------------------------------------------------- composition
-def imports(spec: ArchSpec) -> str:
-    exact_jvp = spec.unit == "warp" and spec.warp_k > 1 and spec.warp_bn
-    lines = ["import torch"]
-    if exact_jvp:
-        lines.append("import torch.autograd.forward_ad as fwAD")
-    if spec.unit != "pre" or spec.shortcut == "pad":  # F: post-unit ReLUs, option A, warp pooling
-        lines.append("import torch.nn.functional as F")
-    lines.append("from torch import nn")
-    return "\n".join(lines) + "\n"
-
-
-def blocks(spec: ArchSpec) -> list[str]:
-    """Exactly the blocks this spec's network uses, in dependency order."""
-    out = [conv_helper(), init_helper()]
-    if spec.unit == "warp":
-        out += [warp_function(spec)]
-        helpers = jvp_helpers(spec)
-        if helpers:
-            out.append(helpers)
-        out += [warp_operator(spec), warp_stem(spec), warp_transition()]
-        return out
-    out.append(preact_function(spec) if spec.unit == "pre" else post_function(spec))
-    if spec.shortcut == "pad":
-        out.append(pad_shortcut())
-    out += [shortcut_helper(spec), functions_class(spec)]
-    if spec.unit == "pre":
-        out.append(preact_unit(spec))
-    elif spec.combine == "merge":
-        out.append(merge_run_unit(spec))
-    else:
-        out.append(post_sum_unit(spec))
-    return out
-
-
-def render(spec: ArchSpec, docstring: str) -> str:
-    """The whole exported module for `spec`, headed by `docstring` (without quotes)."""
-    head = f'"""{docstring.rstrip()}\n"""\n\n' + imports(spec) + "\n"
-    head += f'NAME = "{spec.name}"\nNUM_CLASSES = {spec.num_classes}\n'
-    parts = blocks(spec) + [network_class(spec), build_function(spec)]
-    return head + "\n\n" + "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
+UNIT_TEMPLATES: dict[tuple[str, str], UnitTemplate] = {
+    ("pre", "sum"): UnitTemplate(preact_unit, "PreActUnit", "first"),
+    ("post", "sum"): UnitTemplate(post_sum_unit, "PostUnit"),
+    ("post", "merge"): UnitTemplate(merge_run_unit, "MergeRunUnit", "last"),
+}
+"""Mirrors `archsearch.nn.build.UNIT_CLASSES`; a family with a new unit registers its template here."""

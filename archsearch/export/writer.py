@@ -1,7 +1,7 @@
 """Export architectures as standalone PyTorch code, verified by round trip.
 
 Users leave with code for their own training scripts: one readable `.py` per architecture that
-imports only torch, holds only the blocks its network uses (composed from `export_templates`) and
+imports only torch, holds only the blocks its network uses (composed from `export.templates`) and
 mirrors archsearch's module tree, so archsearch's `state_dict` loads into it with `strict=True` and
 back. Beside it go the trained weights (`<name>.pt`, a plain state_dict) and a model card
 (`<name>.md`). Every export is checked before it is reported: the written module is imported, the
@@ -19,40 +19,27 @@ and exports the best seed's checkpoint of the top N.
 
 from __future__ import annotations
 
-import ast
-import datetime as _dt
-import importlib.util
-import json
-import shlex
-import textwrap
-import uuid
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+import yaml
 
 from archsearch.arch.spec import ArchSpec, as_spec, parse_name
 from archsearch.errors import ArchsearchError, ConfigError, SpecError
-from archsearch.export.templates import ALLOWED_IMPORTS, module_name, render
+from archsearch.export.model_card import model_card, module_docstring, safe_text, train_settings
+from archsearch.export.source import render
+from archsearch.export.templates import module_name
+from archsearch.export.verify import verify_export
+from archsearch.export.weights import CHECKPOINT_FILE, ExportError, classes_in, fit_weights, load_weights
+from archsearch.nn.build import build
+from archsearch.nn.complexity import count
+from archsearch.study.config import load_study
 from archsearch.study.lifecycle import load_existing_study
 from archsearch.study.records import Architecture, rank_architectures, record_of
-from archsearch.study.storage import redact
-from archsearch.train.config import RUNTIME_KEYS
-
-FAMILY_TITLES = {"resnet": "pre-activation ResNet", "wrn": "Wide ResNet", "multiresnet": "Multi-ResNet",
-                 "postresnet": "post-activation ResNet", "dvanet": "DVANet, vanilla assembly",
-                 "dmrnet": "DMRNet, merge-and-run", "warpnet": "WarpNet"}
-# Left out of `.train.yaml`: how a run executes, not what it learns (archsearch.train.config.RUNTIME_KEYS, as
-# the study's training fingerprint leaves them out); the seed goes on the command line.
-OMITTED_TRAIN_KEYS = frozenset({"seed", *RUNTIME_KEYS})
-CHECKPOINT_FILE = "checkpoint.pt"  # what archsearch.train.checkpoint writes into a trial's directory
-
-
-class ExportError(ArchsearchError):
-    """An export that could not be written or did not survive its round-trip check."""
+from archsearch.study.storage import redact, storage_file
+from archsearch.yamlfile import load_yaml
 
 
 @dataclass(frozen=True)
@@ -71,298 +58,6 @@ class ExportResult:
         return [p for p in (self.code, self.weights, self.card, self.train_config) if p is not None]
 
 
-# =============================================================================== weights
-def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop wrappers' key prefixes (torch.compile's `_orig_mod.`, DataParallel's `module.`)."""
-    for prefix in ("_orig_mod.", "module."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state_dict, checkpoint metadata) from a raw state_dict or a trainer checkpoint.
-
-    A trainer checkpoint is a dict holding the state_dict under "model" (plus "config", "epoch",
-    "history", ...); a directory means its `checkpoint.pt`. Loaded with `weights_only=True`.
-    """
-    p = Path(path)
-    if p.is_dir():
-        p = p / CHECKPOINT_FILE
-    if not p.is_file():
-        raise ExportError(f"{path}: no such checkpoint file")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for foreign or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"{p}: cannot read checkpoint: {first}") from None
-    meta: dict[str, Any] = {}
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        meta = {k: v for k, v in obj.items() if k in ("name", "epoch", "config", "history", "version")}
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ExportError(f"{p}: neither a state_dict nor a checkpoint holding one under 'model'")
-    return _strip_prefixes(dict(obj)), meta
-
-
-def _classes_in(state: dict[str, torch.Tensor]) -> int | None:
-    """Output classes of a state_dict: rows of the head's Linear weight."""
-    rows = [v.shape[0] for k, v in state.items() if k.startswith("head.") and k.endswith(".weight") and v.ndim == 2]
-    return rows[-1] if rows else None
-
-
-def _fit_weights(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Load strictly, with a one-line reason when the weights belong to another network."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shapes:
-        first = (missing or unexpected or shapes)[0]
-        raise ExportError(f"{where}: weights do not fit {model.spec.name}: {len(missing)} missing, "
-                          f"{len(unexpected)} unexpected, {len(shapes)} of another shape (first: {first})")
-    model.load_state_dict(state, strict=True)
-
-
-# =============================================================================== verification
-def foreign_imports(source: str) -> list[str]:
-    """Modules an exported file imports beyond torch (must be empty)."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            found.append(node.module or "")
-            found += [f"{node.module}.{a.name}" for a in node.names if node.module == "torch" and a.name != "nn"]
-    return [m for m in found if m not in ALLOWED_IMPORTS]
-
-
-def load_module(path: str | Path) -> Any:
-    """Import an exported file under a private name (not added to sys.modules)."""
-    spec = importlib.util.spec_from_file_location(f"_archsearch_export_{uuid.uuid4().hex}", path)
-    if spec is None or spec.loader is None:
-        raise ExportError(f"{path}: cannot import")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def verify_export(path: str | Path, model: nn.Module, *, atol: float = 1e-5) -> None:
-    """Round trip: the exported module takes `model`'s state_dict strictly and computes the same.
-
-    Raises `ExportError` when imports, parameter count, state_dict names or eval outputs differ.
-    """
-    source = Path(path).read_text()
-    bad = foreign_imports(source)
-    if bad:
-        raise ExportError(f"{path}: exported code imports {bad}; only {list(ALLOWED_IMPORTS)} are allowed")
-    spec: ArchSpec = model.spec  # type: ignore[assignment]
-    was_training = model.training
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        exported = load_module(path).build_model(spec.num_classes)
-        x = torch.randn(2, 3, 32, 32)
-    try:
-        if list(exported.state_dict()) != list(model.state_dict()):
-            raise ExportError(f"{path}: state_dict names differ from archsearch's {spec.name}")
-        exported.load_state_dict(model.state_dict(), strict=True)
-        ours = sum(p.numel() for p in exported.parameters())
-        theirs = sum(p.numel() for p in model.parameters())
-        if ours != theirs:
-            raise ExportError(f"{path}: {ours} parameters, archsearch's {spec.name} has {theirs}")
-        model.eval()
-        exported.eval()
-        with torch.no_grad(), warnings.catch_warnings():
-            # torch's first forward-mode AD call scripts its JVP decompositions and warns about that
-            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-            want, got = model(x), exported(x)
-        if want.shape != got.shape or not torch.allclose(want, got, rtol=atol, atol=atol):
-            diff = (want - got).abs().max().item() if want.shape == got.shape else float("nan")
-            raise ExportError(f"{path}: outputs differ from archsearch's {spec.name} (max |diff| {diff:.3g})")
-    finally:
-        model.train(was_training)
-
-
-# =============================================================================== text
-def _fmt_error(value: Any) -> str:
-    return f"{float(value):.2f} %"
-
-
-def _error_line(metrics: dict[str, Any]) -> str | None:
-    val = metrics.get("val_error")
-    if val is None:
-        return None
-    text = _fmt_error(val)
-    extra = []
-    if metrics.get("seed") is not None:
-        extra.append(f"seed {metrics['seed']}")
-    seeds = metrics.get("seeds") or []
-    if len(seeds) > 1 and metrics.get("val_error_mean") is not None:
-        std = metrics.get("val_error_std")
-        spread = f" +- {float(std):.2f}" if std is not None else ""
-        extra.append(f"mean of {len(seeds)} seeds {float(metrics['val_error_mean']):.2f}{spread} %")
-    return text + (f" ({'; '.join(extra)})" if extra else "")
-
-
-def _study_line(prov: dict[str, Any]) -> str | None:
-    if not prov.get("study"):
-        return None
-    text = str(prov["study"])
-    if prov.get("study_id") is not None:
-        text += f" (study id {prov['study_id']})"
-    if prov.get("trial") is not None:
-        text += f", trial {prov['trial']}"
-        if prov.get("trial_id") is not None:
-            text += f" (trial id {prov['trial_id']})"
-    return text
-
-
-def _macs_note(spec: ArchSpec) -> str:
-    if spec.unit == "warp" and spec.warp_k > 1:
-        return "fvcore count of the sequential -K1 twin + one F pass per derivative term"
-    return "fvcore, eval mode, one 1x3x32x32 image"
-
-
-def _safe(text: str) -> str:
-    """Text that cannot end or escape the exported module's docstring."""
-    return text.replace("\\", "/").replace('"""', "'''")
-
-
-def _docstring(spec: ArchSpec, counts: dict[str, Any], metrics: dict[str, Any], prov: dict[str, Any],
-               weights_name: str | None) -> str:
-    rows = [("Canonical name", f"{spec.name} ({FAMILY_TITLES[spec.family]}, {spec.num_classes} classes)"),
-            ("Parameters", f"{counts['params']:,}"),
-            ("MACs", f"{counts['macs']:,} ({_macs_note(spec)})")]
-    if (line := _error_line(metrics)) is not None:
-        rows.append(("Validation error", line))
-    if metrics.get("test_error") is not None:
-        rows.append(("Test error", _fmt_error(metrics["test_error"])))
-    if (line := _study_line(prov)) is not None:
-        rows.append(("Study", line))
-    rows.append(("Weights", weights_name or "none (untrained export)"))
-    spec_lines = textwrap.wrap(spec.to_json(), width=78, break_long_words=False, break_on_hyphens=False)
-    mod = module_name(spec.name)
-    load = f'weights="{weights_name}"' if weights_name else ""
-    def para(text: str) -> list[str]:
-        return textwrap.wrap(text, width=88, break_long_words=False, break_on_hyphens=False)
-
-    lines = para(f"{spec.name}: a standalone PyTorch model exported by archsearch (needs only torch).")
-    lines.append("")
-    for key, value in rows:  # wrapped: the file stays within any line-length rule
-        lines += textwrap.wrap(value, width=96, initial_indent=f"{key + ':':<18}", subsequent_indent=" " * 18,
-                               break_long_words=False, break_on_hyphens=False)
-    lines += ["Spec (JSON):"] + [f"    {s}" for s in spec_lines]
-    lines += ["", "Usage:", f"    from {mod} import build_model", f"    model = build_model({load}).eval()", ""]
-    lines += para("Inputs are 3x32x32 images normalised per channel as in training. The state_dict names "
-                  f'match archsearch\'s own model (archsearch.build("{spec.name}")), so checkpoints move '
-                  "both ways with strict=True.")
-    return _safe("\n".join(lines))
-
-
-def reproduce_command(spec: ArchSpec, *, seed: Any = None, epochs: Any = None, config_file: str | None = None,
-                      test: bool = False) -> str:
-    """`archsearch train NAME [--config FILE] [--seed S] [--epochs E] [--test]`: the trial's run.
-
-    `config_file` is the exported `<name>.train.yaml` (every trainer setting of the trial), so the
-    command repeats the run without knowing which settings differed from the defaults.
-    """
-    parts = ["archsearch", "train", spec.name]
-    if config_file:
-        parts += ["--config", config_file]
-    if seed is not None:
-        parts += ["--seed", str(seed)]
-    if epochs is not None:
-        parts += ["--epochs", str(epochs)]
-    if test:
-        parts.append("--test")
-    return shlex.join(parts)
-
-
-def _train_settings(meta: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint's trainer configuration without the run-time knobs and the seed."""
-    config = meta.get("config")
-    if not isinstance(config, dict):
-        return {}
-    return {k: v for k, v in sorted(config.items()) if k not in OMITTED_TRAIN_KEYS}
-
-
-def _table(rows: list[tuple[str, Any]]) -> list[str]:
-    out = ["| | |", "|---|---|"]
-    for key, value in rows:
-        text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-        out.append(f"| {key} | {text.replace('|', '/')} |")
-    return out
-
-
-def _card(spec: ArchSpec, counts: dict[str, Any], metrics: dict[str, Any], prov: dict[str, Any],
-          meta: dict[str, Any], code: Path, weights: Path | None, source: str | None,
-          train_file: Path | None) -> str:
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    rows: list[tuple[str, Any]] = [
-        ("canonical name", f"`{spec.name}`"), ("family", FAMILY_TITLES[spec.family]),
-        ("depth", spec.depth), ("units per stage", "/".join(map(str, spec.units))),
-        ("stage widths", "/".join(map(str, spec.out_widths))), ("classes", spec.num_classes),
-        ("parameters", f"{counts['params']:,}"), ("MACs", f"{counts['macs']:,} ({_macs_note(spec)})"),
-        ("paths", f"{counts['paths']:,}, length {counts['path_length_mean']:.2f} ± "
-                  f"{counts['path_length_std']:.2f}"),
-    ]
-    if (line := _error_line(metrics)) is not None:
-        rows.append(("validation error", line.replace("+-", "±")))
-    if metrics.get("test_error") is not None:
-        rows.append(("test error", _fmt_error(metrics["test_error"])))
-    if metrics.get("rank") is not None:
-        rows.append(("rank in study", metrics["rank"]))
-    mod = module_name(spec.name)
-    lines = [f"# {spec.name}", "", f"{FAMILY_TITLES[spec.family]} exported by archsearch as standalone "
-             "PyTorch code (no archsearch import).", "", *_table(rows), "", "## Files", "",
-             f"- `{code.name}`: the model; `build_model(num_classes={spec.num_classes}, weights=None)`."]
-    if weights is not None:
-        lines.append(f"- `{weights.name}`: trained weights, a plain state_dict"
-                     + (f" (from `{source}`)." if source else "."))
-    else:
-        lines.append("- no weights: this export is untrained (He initialisation, as archsearch).")
-    lines += ["", "## Usage", "", "```python", f"from {mod} import build_model", "",
-              f"model = build_model({f'weights={weights.name!r}' if weights else ''}).eval()", "```", "",
-              "Inputs are 3×32×32 images, normalised per channel with the training split's mean and "
-              "standard deviation ((x/255 − mean)/std), as archsearch's trainer does.",
-              f"The state_dict names are archsearch's own: `archsearch.build({spec.name!r})` loads "
-              f"{f'`{weights.name}`' if weights else 'these weights'} with `strict=True`, and the exported "
-              "model loads archsearch checkpoints (their `model` entry) the same way."]
-    attrs = prov.get("user_attrs") or {}
-    seed = prov.get("seed", attrs.get("seed", config.get("seed")))
-    epochs = config.get("epochs") or attrs.get("max_epochs") or attrs.get("epochs")
-    command = prov.get("command") or reproduce_command(
-        spec, seed=seed, epochs=epochs, config_file=train_file.name if train_file else None,
-        test=metrics.get("test_error") is not None)
-    lines += ["", "## Reproduce", "", "```sh", str(command), "```"]
-    if train_file is not None:
-        lines += ["", f"`{train_file.name}` holds the trial's trainer settings (run-time knobs left out)."]
-    trial_rows = [(k, attrs[k]) for k in ("seed", "epochs", "max_epochs", "full_fidelity", "budget",
-                                          "latency_b1_ms", "latency_b128_ms") if attrs.get(k) is not None]
-    if config or prov.get("params") or trial_rows:
-        lines += ["", "## Training settings", ""]
-        if config:
-            lines += ["Trainer configuration (from the checkpoint):", "", *_table(sorted(config.items())), ""]
-        if prov.get("params"):
-            lines += ["Sampled parameters (Optuna trial):", "", *_table(sorted(prov["params"].items())), ""]
-        if trial_rows:
-            lines += ["Trial record:", "", *_table(trial_rows), ""]
-        if lines[-1] == "":
-            lines.pop()
-    prov_rows: list[tuple[str, Any]] = []
-    for key, label in (("study", "study"), ("storage", "storage"), ("study_id", "study id"),
-                       ("trial", "trial number"), ("trial_id", "trial id"), ("checkpoint", "checkpoint"),
-                       ("note", "note")):
-        if prov.get(key) is not None:
-            prov_rows.append((label, prov[key]))
-    if meta.get("epoch") is not None:
-        prov_rows.append(("checkpoint epoch", meta["epoch"]))
-    prov_rows += [("exported", _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")),
-                  ("torch", torch.__version__), ("spec (JSON)", f"`{spec.to_json()}`")]
-    lines += ["", "## Provenance", "", *_table(prov_rows)]
-    return "\n".join(lines) + "\n"
-
-
 # =============================================================================== one architecture
 def export_architecture(spec_or_name: ArchSpec | str | dict[str, Any], out_dir: str | Path, *,
                         weights: str | Path | None = None, metrics: dict[str, Any] | None = None,
@@ -376,9 +71,6 @@ def export_architecture(spec_or_name: ArchSpec | str | dict[str, Any], out_dir: 
     and `provenance` (study, storage, study_id, trial, trial_id, user_attrs, params, ...) go into
     the docstring and the model card. With `verify` the written module is round-trip checked.
     """
-    from archsearch.nn.build import build
-    from archsearch.nn.complexity import count
-
     metrics = dict(metrics or {})
     prov = dict(provenance or {})
     spec = as_spec(spec_or_name, num_classes)
@@ -387,13 +79,13 @@ def export_architecture(spec_or_name: ArchSpec | str | dict[str, Any], out_dir: 
     if weights is not None:
         state, meta = load_weights(weights)
         _check_checkpoint_name(meta, spec, weights)
-        found = _classes_in(state)
+        found = classes_in(state)
         named = isinstance(spec_or_name, str) or (isinstance(spec_or_name, dict) and "num_classes" not in spec_or_name)
         if num_classes is None and named and found:
             spec = spec.with_classes(found)
     model = build(spec, strategy="loop")
     if state is not None:
-        _fit_weights(model, state, str(weights))
+        fit_weights(model, state, str(weights))
     counts = count(spec, num_classes=spec.num_classes)
 
     out = Path(out_dir)
@@ -401,7 +93,7 @@ def export_architecture(spec_or_name: ArchSpec | str | dict[str, Any], out_dir: 
     code = out / f"{module_name(spec.name)}.py"
     weights_path = out / f"{spec.name}.pt" if state is not None else None
     card = out / f"{spec.name}.md"
-    doc = _docstring(spec, counts, metrics, prov, weights_path.name if weights_path else None)
+    doc = module_docstring(spec, counts, metrics, prov, weights_path.name if weights_path else None)
     code.write_text(render(spec, doc))
     if verify:
         try:
@@ -412,15 +104,13 @@ def export_architecture(spec_or_name: ArchSpec | str | dict[str, Any], out_dir: 
     if weights_path is not None:
         torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, weights_path)
     train_file = None
-    if settings := _train_settings(meta):
-        import yaml
-
+    if settings := train_settings(meta):
         train_file = out / f"{spec.name}.train.yaml"
         origin = f"{prov['study']} trial {prov.get('trial')}" if prov.get("study") else str(weights)
-        train_file.write_text(f"# Trainer settings of {spec.name} ({_safe(origin)}); the seed goes on the "
+        train_file.write_text(f"# Trainer settings of {spec.name} ({safe_text(origin)}); the seed goes on the "
                               "command line.\n# Use: archsearch train NAME --config THIS_FILE --seed S\n"
                               + yaml.safe_dump(settings, sort_keys=True))
-    card.write_text(_card(spec, counts, metrics, prov, meta, code, weights_path,
+    card.write_text(model_card(spec, counts, metrics, prov, meta, code, weights_path,
                           str(weights) if weights is not None else None, train_file))
     summary = {"params": counts["params"], "macs": counts["macs"], **metrics}
     return ExportResult(spec.name, code, card, weights_path, summary, train_file)
@@ -497,15 +187,6 @@ def rank_trials(trials: list[Any]) -> list[Candidate]:
     return out
 
 
-def _storage_file(url: str) -> Path | None:
-    """The file behind a sqlite:/// or journal: storage URL (None for servers)."""
-    for prefix in ("sqlite:///", "journal:"):
-        if url.startswith(prefix):
-            path = url[len(prefix):].split("?", 1)[0]
-            return None if path in ("", ":memory:") else Path(path)
-    return None
-
-
 def _resolve_checkpoint(value: Any, storage_url: str) -> Path | None:
     """A trial's `checkpoint` attribute as an existing file, looked up from the working directory
     and from the study database's folder upwards (runs/<study>/ moves as a whole)."""
@@ -513,7 +194,7 @@ def _resolve_checkpoint(value: Any, storage_url: str) -> Path | None:
         return None
     raw = Path(str(value)).expanduser()
     bases = [Path.cwd()]
-    db = _storage_file(storage_url)
+    db = storage_file(storage_url)
     if db is not None:
         bases += [db.resolve().parent, *db.resolve().parent.parents[:2]]
     for base in bases if not raw.is_absolute() else [Path("/")]:
@@ -589,8 +270,6 @@ SPEC_KEYS = {f for f in ArchSpec.__dataclass_fields__ if f != "_validated"} | {"
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    from archsearch.yamlfile import load_yaml
-
     p = Path(path)
     data = load_yaml(p)
     if not isinstance(data, dict):
@@ -620,8 +299,6 @@ def study_location(path: str | Path) -> tuple[str, str]:
     When the loader rejects a file (a space file moved away, say) whose study database still
     exists, the keys `name` and `storage` (default `sqlite:///runs/<name>/study.db`) are enough.
     """
-    from archsearch.study.config import load_study
-
     try:
         config = load_study(path)
         return config.name, config.storage_url
@@ -635,7 +312,7 @@ def study_location(path: str | Path) -> tuple[str, str]:
     if storage is not None and not isinstance(storage, str):
         raise ConfigError(f"{path}: storage: expected a URL string, got {type(storage).__name__}")
     url = storage or default_storage(name)
-    found = _storage_file(url)
+    found = storage_file(url)
     if found is not None and not found.is_file():
         raise loader_error  # not a study we can find: the loader's reason says more
     return name, url

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archsearch.arch.plan import function_convs
 from archsearch.nn.branches import BranchSet
 
 Poly = list[int]  # path counts indexed by path length
@@ -42,15 +43,6 @@ def conv(in_c: int, out_c: int, kernel: int, stride: int = 1) -> nn.Conv2d:
 
 
 # ------------------------------------------------------------------ residual functions
-def conv_plan(in_c: int, out_c: int, stride: int, kernels: tuple[int, ...],
-              bottleneck: bool) -> list[tuple[int, int, int, int]]:
-    """(kernel, in, out, stride) of a function's convolutions; the stride sits on the first conv
-    (bottleneck: on the 3x3, whose 1x1 expansion gives 4x the width)."""
-    if bottleneck:
-        return [(1, in_c, out_c, 1), (3, out_c, out_c, stride), (1, out_c, 4 * out_c, 1)]
-    return [(k, in_c if i == 0 else out_c, out_c, stride if i == 0 else 1) for i, k in enumerate(kernels)]
-
-
 def preact_function(in_c: int, out_c: int, stride: int, kernels: tuple[int, ...], bottleneck: bool,
                     dropout: float, owns_preact: bool) -> nn.Sequential:
     """BN-ReLU-conv (-BN-ReLU-[dropout]-conv)*: the pre-activation function (WRN's B(...)).
@@ -59,7 +51,7 @@ def preact_function(in_c: int, out_c: int, stride: int, kernels: tuple[int, ...]
     shortcut and all k functions. Bottleneck: 1x1 (in->c), 3x3 (c->c, stride), 1x1 (c->4c).
     """
     layers: list[nn.Module] = []
-    for i, (k, ci, co, s) in enumerate(conv_plan(in_c, out_c, stride, kernels, bottleneck)):
+    for i, (k, ci, co, s) in enumerate(function_convs(in_c, out_c, stride, kernels, bottleneck)):
         if i > 0 or owns_preact:
             layers += [nn.BatchNorm2d(ci), nn.ReLU(inplace=False)]
             if i > 0 and dropout:
@@ -73,7 +65,7 @@ def post_function(in_c: int, out_c: int, stride: int, kernels: tuple[int, ...], 
     """conv-BN(-ReLU-[dropout]-conv-BN)*: the post-activation branch H of the fusion family."""
     del owns_preact
     layers: list[nn.Module] = []
-    for i, (k, ci, co, s) in enumerate(conv_plan(in_c, out_c, stride, kernels, bottleneck)):
+    for i, (k, ci, co, s) in enumerate(function_convs(in_c, out_c, stride, kernels, bottleneck)):
         if i > 0:
             layers.append(nn.ReLU(inplace=False))
             if dropout:
@@ -87,12 +79,12 @@ def warp_function(in_c: int, out_c: int, stride: int, kernels: tuple[int, ...], 
     """BN-conv-BN(-ReLU-conv-BN)*: WarpNet's residual function F (shape-preserving)."""
     del stride, bottleneck, owns_preact
     layers: list[nn.Module] = [nn.BatchNorm2d(in_c)]
-    for i, k in enumerate(kernels):
+    for i, (k, ci, co, _) in enumerate(function_convs(in_c, out_c, 1, kernels, False)):
         if i > 0:
             layers.append(nn.ReLU(inplace=False))
             if dropout:
                 layers.append(nn.Dropout(dropout))
-        layers += [conv(in_c if i == 0 else out_c, out_c, k), nn.BatchNorm2d(out_c)]
+        layers += [conv(ci, co, k), nn.BatchNorm2d(co)]
     return nn.Sequential(*layers)
 
 

@@ -12,6 +12,7 @@ the choice in memory and in `$ARCHSEARCH_CACHE/branch_strategy.json`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -296,8 +297,6 @@ def strategies_used(net: nn.Module) -> str:
     (architecture, seed) are bit-identical only if this matches; the digest covers every (module,
     entry point, input shape, strategy) so a trial's record says whether a rerun may differ.
     """
-    import hashlib
-
     items = sorted((name, entry, shape, choice) for name, m in net.named_modules() if isinstance(m, BranchSet)
                    for (entry, shape), choice in m.used.items())
     if not items:

@@ -13,10 +13,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from archsearch.arch.cost import params_macs
+from archsearch.arch.plan import Unit, stem_width, units, warp_stages
 from archsearch.arch.spec import ArchSpec, as_spec
 from archsearch.errors import SpecError
 from archsearch.nn.blocks import MergeRunUnit, Poly, PostSumUnit, PreActUnit, poly_shift, warp_function
 from archsearch.nn.warp import WarpOperator, WarpTransition
+
+UNIT_CLASSES: dict[tuple[str, str], type[nn.Module]] = {
+    ("pre", "sum"): PreActUnit, ("post", "sum"): PostSumUnit, ("post", "merge"): MergeRunUnit,
+}
+"""The unit module of each (unit kind, combine) pair; a family with a new unit registers its class here."""
 
 
 class ResidualNetwork(nn.Module):
@@ -69,8 +76,7 @@ def build(spec_or_name: ArchSpec | str | dict[str, Any], num_classes: int | None
     """Build the network of a spec or any accepted name; `num_classes` wins over the spec's."""
     spec = as_spec(spec_or_name, num_classes)
     check_buildable(spec)
-    builder = {"pre": _build_preact, "post": _build_post, "warp": _build_warp}[spec.unit]
-    model = builder(spec, strategy)
+    model = _build_warp(spec, strategy) if spec.unit == "warp" else _build_units(spec, strategy)
     init_weights(model)
     return model
 
@@ -83,8 +89,6 @@ has 600; a name with far more would spend minutes building Python modules and th
 def check_buildable(spec: ArchSpec) -> None:
     """Refuse, with the reason, a network too deep to build or whose weights alone exceed half of RAM,
     instead of hanging or dying in the allocator (the exact count needs no torch: `fastcount`)."""
-    from archsearch.arch.cost import params_macs
-
     functions = spec.total_units * spec.branches
     if functions > MAX_FUNCTIONS:
         raise SpecError(f"{spec.name!r}: {functions:,} residual functions, more than archsearch builds "
@@ -110,48 +114,39 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _stage_plan(spec: ArchSpec, in_c: int) -> list[tuple[int, int, int, bool]]:
-    """(in channels, width, stride, first-of-stage) for every unit."""
-    plan = []
-    for stage, (n, width) in enumerate(zip(spec.units, spec.widths, strict=True)):
-        for u in range(n):
-            plan.append((in_c, width, 2 if (stage > 0 and u == 0) else 1, u == 0))
-            in_c = width * spec.expansion
-    return plan
+def _unit_module(spec: ArchSpec, unit: Unit, strategy: str) -> nn.Module:
+    """One residual unit as laid out by the plan; the class comes from `UNIT_CLASSES`."""
+    bottleneck = spec.function == "bottleneck"
+    cls = UNIT_CLASSES[(spec.unit, spec.combine)]
+    if spec.unit == "pre":
+        return cls(unit.c_in, unit.width, unit.stride, spec.branches, unit.first, spec.shortcut, spec.kernels,
+                   bottleneck, spec.dropout, strategy)
+    common = (unit.c_in, unit.width, unit.stride, spec.branches, spec.shortcut, spec.kernels, bottleneck,
+              spec.dropout, strategy)
+    return cls(*common, last=unit.last) if spec.combine == "merge" else cls(*common)
 
 
-def _build_preact(spec: ArchSpec, strategy: str) -> ResidualNetwork:
-    stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
-    units = [PreActUnit(ci, w, s, spec.branches, first, spec.shortcut, spec.kernels,
-                        spec.function == "bottleneck", spec.dropout, strategy)
-             for ci, w, s, first in _stage_plan(spec, 16)]
-    return ResidualNetwork(spec, stem, nn.Sequential(*units), PreActHead(spec.out_widths[2], spec.num_classes))
-
-
-def _build_post(spec: ArchSpec, strategy: str) -> ResidualNetwork:
-    c1 = spec.widths[0]
-    stem = nn.Sequential(nn.Conv2d(3, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU(inplace=False))
-    plan = _stage_plan(spec, c1)
-    units: list[nn.Module] = []
-    for index, (ci, w, s, _) in enumerate(plan):
-        common = (ci, w, s, spec.branches, spec.shortcut, spec.kernels, spec.function == "bottleneck",
-                  spec.dropout, strategy)
-        if spec.combine == "merge":
-            units.append(MergeRunUnit(*common, last=index == len(plan) - 1))
-        else:
-            units.append(PostSumUnit(*common))
-    return ResidualNetwork(spec, stem, nn.Sequential(*units), PostHead(spec.out_widths[2], spec.num_classes))
+def _build_units(spec: ArchSpec, strategy: str) -> ResidualNetwork:
+    """Stem, units, head, created in this order (module creation draws from the RNG)."""
+    c1 = stem_width(spec)
+    pre = spec.unit == "pre"
+    stem: nn.Module = nn.Conv2d(3, c1, 3, padding=1, bias=False)
+    if not pre:
+        stem = nn.Sequential(stem, nn.BatchNorm2d(c1), nn.ReLU(inplace=False))
+    body = nn.Sequential(*[_unit_module(spec, unit, strategy) for unit in units(spec)])
+    head = (PreActHead if pre else PostHead)(spec.out_widths[2], spec.num_classes)
+    return ResidualNetwork(spec, stem, body, head)
 
 
 def _build_warp(spec: ArchSpec, strategy: str) -> ResidualNetwork:
     del strategy  # warp functions are parallel by construction (one JVP each)
     stem = WarpStem(spec.stem, spec.widths[0] // spec.stem)
     body: list[nn.Module] = []
-    for stage, (n, width) in enumerate(zip(spec.units, spec.widths, strict=True)):
-        if stage > 0:
+    for stage in warp_stages(spec):
+        if stage.stage > 0:
             body.append(WarpTransition())
-        for _ in range(n // spec.warp_k):
-            functions = [warp_function(width, width, 1, spec.kernels, False, spec.dropout)
+        for _ in range(stage.operators):
+            functions = [warp_function(stage.width, stage.width, 1, spec.kernels, False, spec.dropout)
                          for _ in range(spec.warp_k)]
             body.append(WarpOperator(functions, spec.warp_variant, spec.warp_bn))
     return ResidualNetwork(spec, stem, nn.Sequential(*body), PreActHead(spec.widths[2], spec.num_classes))

@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
 import torch
 from torch import nn
 
+from archsearch.arch.plan import derivative_terms
 from archsearch.arch.spec import ArchSpec, as_spec
 from archsearch.nn.build import ResidualNetwork, build
-from archsearch.nn.warp import WarpOperator, derivative_terms
+from archsearch.nn.warp import WarpOperator
 
 INPUT_SHAPE = (1, 3, 32, 32)
 COUNT_KEYS = ("name", "params", "macs", "depth", "units", "paths", "path_length_mean", "path_length_std")
@@ -39,7 +41,7 @@ def path_statistics(model: ResidualNetwork) -> tuple[int, float, float]:
 
 
 def _fvcore_analysis(model: nn.Module) -> Any:
-    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn import FlopCountAnalysis  # lazy: fvcore (and iopath) load only when a count needs a trace
 
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     model = model.eval()
@@ -56,8 +58,6 @@ def fvcore_macs(model: nn.Module) -> int:
 
 def warp_macs(spec: ArchSpec) -> int:
     """fvcore MACs of the sequential twin + one F pass per derivative term (see module doc)."""
-    from dataclasses import replace
-
     sequential = build(replace(spec, warp_k=1, warp_variant=1, warp_bn=True), strategy="loop")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

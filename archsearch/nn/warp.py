@@ -19,6 +19,7 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
+from archsearch.arch.plan import derivative_terms
 from archsearch.nn.blocks import Poly, poly_add, poly_shift
 
 
@@ -38,13 +39,6 @@ def frozen_bn_statistics(module: nn.Module) -> Iterator[None]:
             m.momentum = momentum
             if tracked is not None:
                 m.num_batches_tracked.copy_(tracked)
-
-
-def derivative_terms(k: int, variant: int) -> list[tuple[int, int | None]]:
-    """(j, i) pairs of the derivative terms F'_j . F_i (i None = F'_j . x), functions 0-based."""
-    if variant == 2:
-        return [(j, i) for j in range(1, k) for i in range(j)]
-    return [(j, None) for j in range(1, k)]
 
 
 class WarpOperator(nn.Module):

@@ -21,9 +21,10 @@
       - {name: resnet-110, budget: "1.7M"}               # as is (recorded with its own counts)
       - {name: multiresnet-8-k23, budget: "1.7M", fit: true}   # fitted onto the budget
 
-Which axes apply to which family is `FAMILY_AXES` (k only for multiresnet, K only for the branch
-families and WarpNet, ...); `fit` lists free axes in order: each but the last is chosen closest to the
-budget with the later ones at their nominal values, the last is solved exactly (`archsearch.arch.fit`).
+Which axes apply to which family is each family's `axes` in `archsearch.arch.families` (k only for
+multiresnet, K only for the branch families and WarpNet, ...); `fit` lists free axes in order: each
+but the last is chosen closest to the budget with the later ones at their nominal values, the last is
+solved exactly (`archsearch.arch.fit`).
 """
 
 from __future__ import annotations
@@ -33,26 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-FAMILY_AXES: dict[str, tuple[str, ...]] = {
-    "resnet": ("depth", "function", "w", "kernels", "shortcut", "dropout"),
-    "wrn": ("depth", "w", "kernels", "dropout"),
-    "multiresnet": ("depth", "k", "function", "w", "kernels", "shortcut", "dropout"),
-    "postresnet": ("depth", "w", "kernels", "shortcut", "dropout"),
-    "dvanet": ("depth", "K", "w", "kernels", "shortcut", "dropout"),
-    "dmrnet": ("depth", "K", "w", "kernels", "shortcut", "dropout"),
-    "warpnet": ("depth", "K", "kw", "variant", "nobn", "stem", "kernels", "dropout"),
-}
 AXIS_ORDER = ("depth", "function", "k", "K", "w", "kw", "stem", "kernels", "variant", "nobn", "shortcut", "dropout")
-FIT_AXES: dict[str, tuple[str, ...]] = {
-    "resnet": ("depth", "widths", "width"),
-    "wrn": ("depth", "widths", "width"),
-    "multiresnet": ("depth", "k", "widths", "width"),
-    "postresnet": ("depth", "widths", "width"),
-    "dvanet": ("depth", "K", "widths", "width"),
-    "dmrnet": ("depth", "K", "widths", "width"),
-    "warpnet": ("depth", "stem"),
-}
-DEFAULT_FIT: dict[str, list[Any]] = {f: ["widths"] for f in FAMILY_AXES} | {"warpnet": [["depth", "stem"]]}
 
 _NUMBER_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kKmMgG]?)\s*$")
 _SCALE = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}

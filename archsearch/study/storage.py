@@ -40,10 +40,11 @@ def redact(url: str) -> str:
 
 
 def storage_file(url: str) -> Path | None:
-    """The local file behind a sqlite:/// or journal: URL; None for a server."""
+    """The local file behind a sqlite:/// or journal: URL; None for a server or an in-memory database."""
     for prefix in ("sqlite:///", "journal:"):
         if url.startswith(prefix):
-            return Path(url[len(prefix):])
+            path = url[len(prefix):].split("?", 1)[0]
+            return None if path in ("", ":memory:") else Path(path)
     return None
 
 
