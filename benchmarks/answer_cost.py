@@ -69,6 +69,9 @@ from typing import Any
 
 import numpy as np
 
+from archsearch.orchestrate.asha import rung_epochs
+from archsearch.orchestrate.replay import REPLAYS
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 STUDIES = {"grid": ROOT / "studies" / "answer_cost_grid.yaml", "asha": ROOT / "studies" / "answer_cost_asha.yaml"}
@@ -81,6 +84,31 @@ QUICK = ["train.epochs=3", "train.subset=128", "train.val_size=128", "train.batc
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    workdir, facts = _workdir_and_facts(args)
+    out = args.out or (workdir / "answer_cost_quick" if args.quick else HERE / "results" / "answer_cost")
+    out = out.resolve()
+    configs, records, seconds = _run_studies(args, workdir, facts)
+    report = build_report(configs, facts["studies"], records, seconds, seed=args.seed, n_boot=args.n_boot)
+    report["branch_strategy_prewarm"] = facts.get("branch_strategy_prewarm")
+    report["workdir"] = str(workdir)
+    report["quick"] = args.quick
+    report["command"] = facts["command"]
+    report["ran"] = [facts.get("started"), facts.get("finished")]
+    report["reruns"] = facts.get("reruns", [])
+    if args.reanalyze is not None:
+        report["reanalyzed"] = ("python benchmarks/answer_cost.py --reanalyze WORKDIR "
+                                "(the same studies, re-analysed with the current code)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    md = render_markdown(report)
+    out.with_suffix(".md").write_text(md)
+    print(md)
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}; studies in {workdir}")
+    return 0
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 epochs, 128 images, 2 seeds")
     parser.add_argument("--workdir", type=Path, default=None,
@@ -100,13 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rerun and args.reanalyze is None:
         parser.error("--rerun needs --reanalyze WORKDIR (the run whose other study is kept)")
+    return args
 
-    import optuna
 
-    from archsearch.analysis.estimators import load_records
-    from archsearch.orchestrate.tune import run_study
-    from archsearch.study.config import load_study
-
+def _workdir_and_facts(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """The run's directory and its facts: read back (and the flags restored) with --reanalyze, else new."""
     if args.reanalyze is not None:
         workdir = args.reanalyze.resolve()
         facts = json.loads((workdir / FACTS).read_text())
@@ -114,17 +140,25 @@ def main(argv: list[str] | None = None) -> int:
         if "asha" in args.rerun and args.asha_overrides:
             facts["asha_overrides"] = args.asha_overrides
         args.asha_overrides = facts.get("asha_overrides", [])
-    else:
-        workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="archsearch-answer-cost-"))).resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
-        facts = {"quick": args.quick, "overrides": args.overrides, "asha_overrides": args.asha_overrides,
-                 "studies": {},
-                 "command": "python benchmarks/answer_cost.py" + (" --quick" if args.quick else "")
-                 + "".join(f" --set {o}" for o in args.overrides)
-                 + "".join(f" --asha-set {o}" for o in args.asha_overrides),
-                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    out = args.out or (workdir / "answer_cost_quick" if args.quick else HERE / "results" / "answer_cost")
-    out = out.resolve()
+        return workdir, facts
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="archsearch-answer-cost-"))).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    facts = {"quick": args.quick, "overrides": args.overrides, "asha_overrides": args.asha_overrides,
+             "studies": {},
+             "command": "python benchmarks/answer_cost.py" + (" --quick" if args.quick else "")
+             + "".join(f" --set {o}" for o in args.overrides)
+             + "".join(f" --asha-set {o}" for o in args.asha_overrides),
+             "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return workdir, facts
+
+
+def _run_studies(args: argparse.Namespace, workdir: Path, facts: dict[str, Any]) -> tuple[dict, dict, dict]:
+    """Load both studies' configs, train those not kept, and read their records (runs/ is under workdir)."""
+    import optuna
+
+    from archsearch.analysis.estimators import load_records
+    from archsearch.study.config import load_study
+
     overrides = (QUICK if args.quick else []) + args.overrides
     cwd = os.getcwd()
     records: dict[str, list] = {}
@@ -144,49 +178,39 @@ def main(argv: list[str] | None = None) -> int:
             print(f"branch strategies: {facts['branch_strategy_prewarm']}", flush=True)
         for key, config in configs.items():
             if args.reanalyze is None or key in args.rerun:
-                if config.run_dir.exists() and key in args.rerun:
-                    config.run_dir.rename(config.run_dir.with_name(config.run_dir.name + time.strftime(".old-%H%M%S")))
-                    flags = "".join(f" --asha-set {o}" for o in args.asha_overrides) if key == "asha" else ""
-                    facts.setdefault("reruns", []).append(f"{key} {time.strftime('%Y-%m-%d %H:%M')}{flags}")
-                print(f"== {key}: {config.name} ({config.run_dir})", flush=True)
-                load0 = os.getloadavg()[0]
-                keys0 = _strategy_keys()
-                t0 = time.perf_counter()
-                result = run_study(config)
-                wall = time.perf_counter() - t0
-                facts["studies"][key] = {
-                    "counts": result["counts"], "wall_seconds": round(wall, 1),
-                    "fit_seconds": round(result["fit_seconds"], 1),
-                    "sum_train_seconds": round(sum(t[1] for t in result["trial_seconds"]), 1),
-                    "slots": result["slots"], "loadavg_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)],
-                    "branch_strategy_keys_added": len(_strategy_keys() - keys0)}
-                facts["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-                (workdir / FACTS).write_text(json.dumps(facts, indent=2) + "\n")
-                print(f"   {result['counts']}  wall {wall:.0f} s", flush=True)
+                _train_study(key, config, args, workdir, facts)
             study = optuna.load_study(study_name=config.name, storage=config.storage_url)
             records[key] = load_records(study)
             if key == "grid":
                 seconds = epoch_seconds(study)
     finally:
         os.chdir(cwd)
+    return configs, records, seconds
 
-    report = build_report(configs, facts["studies"], records, seconds, seed=args.seed, n_boot=args.n_boot)
-    report["branch_strategy_prewarm"] = facts.get("branch_strategy_prewarm")
-    report["workdir"] = str(workdir)
-    report["quick"] = args.quick
-    report["command"] = facts["command"]
-    report["ran"] = [facts.get("started"), facts.get("finished")]
-    report["reruns"] = facts.get("reruns", [])
-    if args.reanalyze is not None:
-        report["reanalyzed"] = ("python benchmarks/answer_cost.py --reanalyze WORKDIR "
-                                "(the same studies, re-analysed with the current code)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    md = render_markdown(report)
-    out.with_suffix(".md").write_text(md)
-    print(md)
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}; studies in {workdir}")
-    return 0
+
+def _train_study(key: str, config: Any, args: argparse.Namespace, workdir: Path, facts: dict[str, Any]) -> None:
+    """Run one study (moving an old run aside with --rerun) and keep its run facts in the workdir."""
+    from archsearch.orchestrate.run import run_study  # lazy: imports Ray
+
+    if config.run_dir.exists() and key in args.rerun:
+        config.run_dir.rename(config.run_dir.with_name(config.run_dir.name + time.strftime(".old-%H%M%S")))
+        flags = "".join(f" --asha-set {o}" for o in args.asha_overrides) if key == "asha" else ""
+        facts.setdefault("reruns", []).append(f"{key} {time.strftime('%Y-%m-%d %H:%M')}{flags}")
+    print(f"== {key}: {config.name} ({config.run_dir})", flush=True)
+    load0 = os.getloadavg()[0]
+    keys0 = _strategy_keys()
+    t0 = time.perf_counter()
+    result = run_study(config)
+    wall = time.perf_counter() - t0
+    facts["studies"][key] = {
+        "counts": result["counts"], "wall_seconds": round(wall, 1),
+        "fit_seconds": round(result["fit_seconds"], 1),
+        "sum_train_seconds": round(sum(t[1] for t in result["trial_seconds"]), 1),
+        "slots": result["slots"], "loadavg_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)],
+        "branch_strategy_keys_added": len(_strategy_keys() - keys0)}
+    facts["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    (workdir / FACTS).write_text(json.dumps(facts, indent=2) + "\n")
+    print(f"   {result['counts']}  wall {wall:.0f} s", flush=True)
 
 
 def epoch_seconds(study: Any) -> dict[tuple[str, int], float]:
@@ -254,25 +278,13 @@ def _strategy_keys() -> set[str]:
 def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, seed: int,
                  n_boot: int) -> dict[str, Any]:
     from archsearch.analysis.estimators import fidelity_check, n0_analysis
-    from archsearch.study.config import asha_rungs
 
     grid_cfg, asha_cfg = configs["grid"], configs["asha"]
     E = grid_cfg.max_epochs
     a = asha_cfg.asha
-    rungs = [r for r in asha_rungs(asha_cfg.max_epochs, a.grace_period, a.reduction_factor) if r < asha_cfg.max_epochs]
+    rungs = rung_epochs(asha_cfg.max_epochs, a.grace_period, a.reduction_factor)
     grid_recs, asha_recs = records["grid"], records["asha"]
-
-    studies = {}
-    for key in ("grid", "asha"):
-        recs = records[key]
-        studies[key] = {
-            "name": configs[key].name,
-            "trials": len(recs),
-            "epochs_trained": sum(_reached(r) for r in recs),
-            "epochs_max": len(recs) * configs[key].max_epochs,
-            **runs[key],
-            "asha": None if configs[key].asha is None else configs[key].asha.model_dump(),
-        }
+    studies = {key: _study_facts(configs[key], runs[key], records[key]) for key in ("grid", "asha")}
     ratio = studies["asha"]["epochs_trained"] / studies["grid"]["epochs_trained"]
 
     grid_n0 = _one(n0_analysis(grid_recs, seed=seed, n_boot=n_boot))
@@ -282,18 +294,9 @@ def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, see
     biased = survivor_deltas(asha_recs)
     fidelity = fidelity_check(grid_recs, rungs=rungs, seed=seed, n_boot=n_boot)
 
-    grid_signs = _signs(grid_n0)
-    matched_signs = {p["depth"]: p["delta"] > 0 for p in matched["points"]}
-    same_signs = bool(grid_signs) and grid_signs == matched_signs
-    survivors_one = survivors[0] if survivors else None
-    grid_ci = grid_n0.ci if grid_n0 and grid_n0.ci else None
-    n0_in_ci = (matched["n0"] is not None and grid_ci is not None
-                and _le(grid_ci[0], matched["n0"]) and _le(matched["n0"], grid_ci[1]))
-
     # a study whose trials failed trained few epochs for no answer: its ratio meets nothing
     ratio_met = 0 < ratio <= TARGET_RATIO and not any(r.state == "FAIL" for r in asha_recs)
     agreement = rank_agreement(grid_recs, grid_by_epoch, grid_n0, max_epochs=E)
-    grid_resolved = _resolved(grid_n0.points if grid_n0 else [])
     return {
         "benchmark": "answer cost: n0 by exhaustive grid vs ASHA (reduced fidelity, CPU)",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
@@ -321,18 +324,44 @@ def build_report(configs: dict, runs: dict, records: dict, seconds: dict, *, see
         "what_if": what_if(grid_recs, asha_recs, seconds, max_epochs=E, slots=studies["asha"]["slots"],
                            seeds=asha_cfg.seed_list, seed=seed, n_boot=n_boot,
                            real=(a.grace_period, a.reduction_factor, a.rule)),
-        "verdict": {
-            "same_signs_grid_vs_asha_matched": same_signs,
-            "asha_matched_n0_inside_grid_ci": n0_in_ci,
-            "same_status": bool(grid_n0) and grid_n0.status == matched["status"],
-            "asha_survivors_status": survivors_one.status if survivors_one else None,
-            "target_met": same_signs and ratio_met,
-            "grid_depths_resolved": grid_resolved,
-            "asha_matched_depths_resolved": _resolved(matched["points"]),
-            "depths": len(grid_n0.points) if grid_n0 else 0,
-            "caveats": evidence_caveats(grid_resolved, grid_n0, matched, agreement),
-        },
+        "verdict": verdict(grid_n0, matched, survivors, agreement, ratio_met=ratio_met),
         "trials": {key: [_trial_json(r) for r in sorted(records[key], key=lambda r: r.number)] for key in records},
+    }
+
+
+def _study_facts(config: Any, run: dict[str, Any], records: list) -> dict[str, Any]:
+    """One study's row: its trials, the epochs they trained (Σ reached) out of the most possible, run facts."""
+    return {
+        "name": config.name,
+        "trials": len(records),
+        "epochs_trained": sum(_reached(r) for r in records),
+        "epochs_max": len(records) * config.max_epochs,
+        **run,
+        "asha": None if config.asha is None else config.asha.model_dump(),
+    }
+
+
+def verdict(grid_n0: Any, matched: dict[str, Any], survivors: list, agreement: dict[str, Any], *,
+            ratio_met: bool) -> dict[str, Any]:
+    """Does ASHA (ii) give the grid's answer (per-depth signs, n₀ inside the grid's CI), and is it evidence?"""
+    grid_signs = _signs(grid_n0)
+    matched_signs = {p["depth"]: p["delta"] > 0 for p in matched["points"]}
+    same_signs = bool(grid_signs) and grid_signs == matched_signs
+    survivors_one = survivors[0] if survivors else None
+    grid_ci = grid_n0.ci if grid_n0 and grid_n0.ci else None
+    n0_in_ci = (matched["n0"] is not None and grid_ci is not None
+                and _le(grid_ci[0], matched["n0"]) and _le(matched["n0"], grid_ci[1]))
+    grid_resolved = _resolved(grid_n0.points if grid_n0 else [])
+    return {
+        "same_signs_grid_vs_asha_matched": same_signs,
+        "asha_matched_n0_inside_grid_ci": n0_in_ci,
+        "same_status": bool(grid_n0) and grid_n0.status == matched["status"],
+        "asha_survivors_status": survivors_one.status if survivors_one else None,
+        "target_met": same_signs and ratio_met,
+        "grid_depths_resolved": grid_resolved,
+        "asha_matched_depths_resolved": _resolved(matched["points"]),
+        "depths": len(grid_n0.points) if grid_n0 else 0,
+        "caveats": evidence_caveats(grid_resolved, grid_n0, matched, agreement),
     }
 
 
@@ -497,146 +526,6 @@ def matched_fidelity_n0(records: list, *, seeds: list[int], seed: int, n_boot: i
     return base
 
 
-def asha_milestones(max_epochs: int, grace: int, rf: float) -> list[float]:
-    """Ray's single-bracket rungs (descending), without one at the last epoch (archsearch's RungASHA)."""
-    n = int(np.log(max_epochs / grace) / np.log(rf) + 1)
-    return [m for m in (grace * rf**k for k in reversed(range(n))) if m < max_epochs]
-
-
-def _epoch_time(seconds: dict[tuple[str, int], float]) -> Any:
-    """Seconds per epoch of an architecture in the replays: the mean over its grid trials (1 if unknown)."""
-    per_name: dict[str, list[float]] = defaultdict(list)
-    for (name, _), sec in seconds.items():
-        per_name[name].append(sec)
-    return lambda name: float(np.mean(per_name[name])) if per_name.get(name) else 1.0
-
-
-def replay_asha(grid: list, seconds: dict, *, max_epochs: int, grace: int, rf: float, slots: int,
-                order: list) -> list:
-    """Offline ASHA on the grid's own per-epoch errors: which epoch would each trial have stopped at?
-
-    Training is deterministic (checked: ASHA and grid trials of the same (architecture, seed) report
-    identical errors), so only the asynchronous order is simulated: `slots` trials at once, started in
-    `order`, each epoch lasting the architecture's mean grid epoch time (the same for its seeds, so
-    seeds started together report in start order, ties broken by start order); decisions follow Ray's
-    `_Bracket.on_result` (stop when worse than the (1 − 1/rf) percentile of the rung's recorded
-    results, each trial recorded once per rung, no rung at the last epoch).
-    """
-    import heapq
-
-    rungs = [(m, {}) for m in asha_milestones(max_epochs, grace, rf)]
-    queue = list(order)
-    events: list = []
-    seq = 0
-    stopped: dict[int, int] = {}
-
-    epoch_s = _epoch_time(seconds)
-
-    def dur(r: Any) -> float:  # one epoch time per architecture: seeds started together report in start order
-        return epoch_s(r.name)
-
-    def start(now: float) -> None:
-        nonlocal seq
-        if queue:
-            r = queue.pop(0)
-            heapq.heappush(events, (now + dur(r), seq, r.number, 1, r))
-            seq += 1
-
-    for _ in range(slots):
-        start(0.0)
-    while events:
-        now, _, number, epoch, r = heapq.heappop(events)
-        stop = epoch >= max_epochs
-        if not stop:
-            rew = -r.intermediate[epoch]
-            for milestone, recorded in rungs:
-                if epoch >= milestone and number in recorded:
-                    break
-                if epoch < milestone or number in recorded:
-                    continue
-                cutoff = np.nanpercentile(list(recorded.values()), (1 - 1 / rf) * 100) if recorded else None
-                stop = cutoff is not None and rew < cutoff
-                recorded[number] = rew
-                break
-        if stop:
-            stopped[number] = epoch
-            start(now)
-        else:
-            heapq.heappush(events, (now + dur(r), seq, number, epoch + 1, r))
-            seq += 1
-    out = []
-    for r in grid:
-        e = stopped[r.number]
-        full = e >= max_epochs
-        out.append(dataclasses.replace(r, state="COMPLETE" if full else "PRUNED", epochs=e, full_fidelity=full,
-                                       value=r.intermediate[e] if full else None,
-                                       intermediate={k: v for k, v in r.intermediate.items() if k <= e}))
-    return out
-
-
-def replay_asha_promoting(grid: list, seconds: dict, *, max_epochs: int, grace: int, rf: float, slots: int,
-                          order: list) -> list:
-    """Offline ASHA as Li et al. (2020) wrote it, on the grid's per-epoch errors: pause and promote.
-
-    A trial trains to the next rung and pauses there. A free slot first promotes, from the highest rung
-    down, the best paused trial among the top ⌊n/rf⌋ of the n results recorded at that rung; only when
-    none qualifies does it start the next new trial (Ray's ASHA instead stops a trial at once when it
-    is below the rung's (1 − 1/rf) percentile of the results so far, so early arrivals pass easily and
-    a stopped trial never comes back). Timing as in `replay_asha`.
-    """
-    import heapq
-
-    rung_epochs = sorted(int(m) for m in asha_milestones(max_epochs, grace, rf))
-    milestones = [*rung_epochs, max_epochs]
-    recorded: dict[int, dict[int, float]] = {m: {} for m in rung_epochs}  # rung -> trial number -> error
-    promoted: dict[int, set[int]] = {m: set() for m in rung_epochs}
-    reached: dict[int, int] = {}
-    by_number = {r.number: r for r in order}
-    queue = [r.number for r in order]
-    by_name_time = _epoch_time(seconds)
-
-    def epoch_s(number: int) -> float:
-        return by_name_time(by_number[number].name)
-
-    def next_job() -> tuple[int, int, int] | None:  # (trial, from epoch, to epoch)
-        for m in reversed(rung_epochs):
-            ranked = sorted(recorded[m], key=recorded[m].__getitem__)[: int(len(recorded[m]) // rf)]
-            ready = [n for n in ranked if n not in promoted[m]]
-            if ready:
-                promoted[m].add(ready[0])
-                return ready[0], m, milestones[milestones.index(m) + 1]
-        if queue:
-            return queue.pop(0), 0, milestones[0]
-        return None
-
-    events: list = []
-    seq = running = 0
-
-    def fill(now: float) -> None:  # every free slot takes the next job, if there is one
-        nonlocal seq, running
-        while running < slots and (job := next_job()) is not None:
-            heapq.heappush(events, (now + epoch_s(job[0]) * (job[2] - job[1]), seq, job))
-            seq += 1
-            running += 1
-
-    fill(0.0)
-    while events:
-        now, _, (number, _, to) = heapq.heappop(events)
-        running -= 1
-        reached[number] = to
-        if to < max_epochs:
-            recorded[to][number] = by_number[number].intermediate[to]
-        fill(now)
-    out = []
-    for r in grid:
-        e = reached.get(r.number, 0)
-        full = e >= max_epochs
-        out.append(dataclasses.replace(r, state="COMPLETE" if full else "PRUNED", epochs=e, full_fidelity=full,
-                                       value=r.intermediate[e] if full else None,
-                                       intermediate={k: v for k, v in r.intermediate.items() if k <= e}))
-    return out
-
-
 def what_if(grid: list, asha: list, seconds: dict, *, max_epochs: int, slots: int, seeds: list[int],
             seed: int, n_boot: int, real: tuple[int, float, str]) -> dict[str, Any]:
     """Replay the real ASHA setting under its rule (validation against the real run), then other settings/orders."""
@@ -648,15 +537,14 @@ def what_if(grid: list, asha: list, seconds: dict, *, max_epochs: int, slots: in
     orders = {"as run (plain first)": by_number,
               "plain last": sorted(by_number, key=lambda r: (-names.index(r.name), r.seed))}
     actual = {(r.name, r.seed): _reached(r) for r in asha}
-    replays = {"stop": ("stop (Ray)", replay_asha), "promote": ("pause & promote (Li et al.)", replay_asha_promoting)}
-    _, replay_real = replays[real[2]]
+    _, replay_real = REPLAYS[real[2]]
     check = replay_real(grid, seconds, max_epochs=max_epochs, grace=real[0], rf=real[1], slots=slots,
                         order=by_number)
     mismatches = [f"{r.name} seed {r.seed}: replay {r.epochs}, real {actual.get((r.name, r.seed))}"
                   for r in check if actual.get((r.name, r.seed)) != r.epochs]
     rows = []
     total = sum(_reached(r) for r in grid)
-    for (rule, replay), (label, order) in itertools.product(replays.values(), orders.items()):
+    for (rule, replay), (label, order) in itertools.product(REPLAYS.values(), orders.items()):
         for rf in (3, 4):
             for grace in (1, 2, 3):
                 recs = replay(grid, seconds, max_epochs=max_epochs, grace=grace, rf=rf, slots=slots, order=order)
@@ -664,7 +552,7 @@ def what_if(grid: list, asha: list, seconds: dict, *, max_epochs: int, slots: in
                 signs = {p["depth"]: p["delta"] > 0 for p in m["points"]}
                 rows.append({
                     "rule": rule, "order": label, "reduction_factor": rf, "grace_period": grace,
-                    "rungs": sorted(int(x) for x in asha_milestones(max_epochs, grace, rf)),
+                    "rungs": rung_epochs(max_epochs, grace, rf),
                     "ratio": round(sum(r.epochs for r in recs) / total, 4),
                     "full_fidelity_trials": sum(r.full_fidelity for r in recs),
                     "matched": {"status": m["status"], "n0": m["n0"], "ci": m["ci"],
@@ -778,6 +666,12 @@ def _fmt_delta(p: dict) -> str:
 
 
 def render_markdown(rep: dict[str, Any]) -> str:
+    lines = _md_summary(rep) + _md_settle(rep) + _md_fidelity(rep) + _md_what_if(rep)
+    return "\n".join(lines)
+
+
+def _md_summary(rep: dict[str, Any]) -> list[str]:
+    """Title, command, setting, and the grid-vs-ASHA table with Δ per depth."""
     g, a = rep["studies"]["grid"], rep["studies"]["asha"]
     ans = rep["answers"]
     grid, matched = ans["grid"], ans["asha_matched_fidelity"]
@@ -825,6 +719,14 @@ def render_markdown(rep: dict[str, Any]) -> str:
         if sp:
             mcell += f"; (i) {_fmt_delta(sp)} {sp['sign']}"
         lines.append(f"| Δ at depth {d} | {gcell} | {mcell} |")
+    return lines
+
+
+def _md_settle(rep: dict[str, Any]) -> list[str]:
+    """The verdict, its caveats, and when the grid's answer settles (its trials read at each epoch)."""
+    grid = rep["answers"]["grid"]
+    grid_pts = {p["depth"]: p for p in (grid or {}).get("points", [])}
+    lines: list[str] = []
     v = rep["verdict"]
     lines += [
         "",
@@ -860,6 +762,13 @@ def render_markdown(rep: dict[str, Any]) -> str:
     lines += ["", f"The candidates' order (ρ ≥ {ra['stable_rho']}) and the answer's signs hold from epoch "
               f"**{ra['stable_from']}** of {rep['max_epochs']} on. An ASHA rung earlier than that decides on "
               f"noise; one that lets every trial reach it trains ≥ {ra['ratio_floor']:.2f} of the grid's epochs."]
+    return lines
+
+
+def _md_fidelity(rep: dict[str, Any]) -> list[str]:
+    """The rung fidelity check, the survivor-selected diagnostic and the determinism check."""
+    ans = rep["answers"]
+    lines: list[str] = []
     lines += ["", "## Fidelity check (grid: Spearman of each rung's error vs the final error)", "",
               "| family | status | epoch | n | Spearman [95 % CI] | Kendall τ (p) |", "|---|---|---|---|---|---|"]
     for f in rep["fidelity_check"]:
@@ -879,6 +788,13 @@ def render_markdown(rep: dict[str, Any]) -> str:
               f"with the grid trial of the same (architecture, seed): largest difference "
               f"{det['max_abs_diff'] if det['max_abs_diff'] is not None else '–'} points.",
               ""]
+    return lines
+
+
+def _md_what_if(rep: dict[str, Any]) -> list[str]:
+    """Other ASHA settings replayed offline on the grid's curves, and how the ASHA answer is derived."""
+    matched = rep["answers"]["asha_matched_fidelity"]
+    lines: list[str] = []
     wi = rep["what_if"]
     val = wi["validation"]
     lines += ["## What if: other ASHA settings, replayed offline on the grid's curves", "",
@@ -902,7 +818,7 @@ def render_markdown(rep: dict[str, Any]) -> str:
               "(full-fidelity trials only, i.e. those ASHA let finish); (ii) a multi-fidelity estimate: "
               "each depth's multi candidate vs the plain reference at the highest epoch every seed of both "
               "reached, bootstrap over seeds as in archsearch.analysis.estimators. See the module docstring.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _states(counts: dict[str, int]) -> str:
