@@ -74,7 +74,7 @@ TARGET = 0.05
 
 def measure(args: argparse.Namespace, cpus: int, rule: str) -> dict:
     """Run the benchmark study once with `cpus` per trial; its overhead and where the slot-seconds went."""
-    from archsearch.orchestrate.tune import run_study
+    from archsearch.orchestrate.run import run_study
     from archsearch.study.config import load_study
 
     study = {

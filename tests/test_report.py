@@ -33,7 +33,7 @@ CANDIDATES = [  # name, family, depth, k, true error, budget, width
 
 
 def synthetic_study(storage: str, name: str = "synthetic", seeds: int = 3) -> optuna.Study:
-    """A finished study as archsearch.orchestrate.tune records it: seeds per name, rungs at epochs 2 and 4 of 8."""
+    """A finished study as archsearch.orchestrate.searcher records it: seeds per name, rungs at epochs 2 and 4 of 8."""
     rng = np.random.default_rng(0)
     study = optuna.create_study(storage=storage, study_name=name)
     trials = []

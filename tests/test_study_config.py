@@ -19,7 +19,8 @@ import yaml
 
 from archsearch.cli import main
 from archsearch.errors import ConfigError
-from archsearch.study.config import apply_overrides, asha_rungs, expected_epochs, load_study, parse_duration
+from archsearch.orchestrate.asha import asha_rungs, expected_epochs
+from archsearch.study.config import apply_overrides, load_study, parse_duration
 from archsearch.study.driver import DRIVER_ATTR, DriverLock, driver_status
 from archsearch.study.lifecycle import open_study
 from archsearch.study.storage import _with_installed_postgres_driver, open_storage
@@ -232,7 +233,7 @@ def test_dry_run_of_a_grid_study(in_tmp: Path, capsys: pytest.CaptureFixture) ->
 
 def _prepared_study(path: Path, trials: int = 1) -> optuna.Study:
     """Create the study of a study file as `archsearch run` would, with `trials` finished trials."""
-    from archsearch.orchestrate.tune import prepare
+    from archsearch.orchestrate.prepare import prepare
 
     study = open_study(prepare(load_study(path), resume=False))
     for i in range(trials):
@@ -400,7 +401,7 @@ def test_dashboard_needs_an_existing_storage(in_tmp: Path, capsys) -> None:
 
 
 def test_grid_runs_each_distinct_architecture_once(in_tmp: Path, capsys) -> None:
-    from archsearch.orchestrate.tune import prepare
+    from archsearch.orchestrate.prepare import prepare
 
     space = {"candidates": [{"name": "resnet-8", "id": "a"}, {"name": "resnet-8", "id": "b"}, {"name": "resnet-14"}]}
     path = write(in_tmp, study_dict(space=space, sampler="grid", n_trials=None))

@@ -28,10 +28,21 @@ from typing import Any
 import optuna
 import pytest
 import yaml
+from ray.tune.search import Searcher
 from rich.console import Console
 
+from archsearch.orchestrate.prepare import prepare, trial_static
 from archsearch.orchestrate.progress import StudyProgress
-from archsearch.orchestrate.tune import _ray_classes
+from archsearch.orchestrate.ray_backend import (
+    PromotingASHA,
+    RaySearcher,
+    RungASHA,
+    cluster_slots,
+    init_ray,
+    trial_resources,
+    with_trial_resources,
+)
+from archsearch.orchestrate.searcher import FINISHED, StudySearcher
 from archsearch.study.config import Resources, load_study
 from archsearch.study.records import INTERRUPTED
 from archsearch.study.storage import open_storage
@@ -104,7 +115,6 @@ class FakeScheduler:
 
 
 def make_searcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **changes: Any) -> Any:
-    from archsearch.orchestrate.tune import _ray_classes, prepare
     from archsearch.study.lifecycle import load_space_of, open_study
 
     monkeypatch.chdir(tmp_path)
@@ -112,9 +122,8 @@ def make_searcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **changes: An
     prep = prepare(config, resume=True)
     study = open_study(prep)
     progress = StudyProgress("unit", config.n_trials, config.max_epochs, console=Console(file=io.StringIO()))
-    OptunaSearcher = _ray_classes().OptunaSearcher
-    return OptunaSearcher(study, load_space_of(config), config, scheduler=FakeScheduler(), progress=progress,
-                          static={"train": {}}, n_trials=config.n_trials, deadline=None, inject_nan={2})
+    return StudySearcher(study, load_space_of(config), config, scheduler=FakeScheduler(), progress=progress,
+                         static={"train": {}}, n_trials=config.n_trials, deadline=None, inject_nan={2})
 
 
 def epochs(searcher: Any, rid: str, upto: int, start: int = 1) -> list[dict[str, float]]:
@@ -172,8 +181,6 @@ def test_searcher_tells_complete_pruned_fail_and_interrupted(tmp_path: Path, mon
 
 
 def test_searcher_counts_toward_n_trials_and_replaces_failures(tmp_path: Path, monkeypatch) -> None:
-    from ray.tune.search import Searcher
-
     s = make_searcher(tmp_path, monkeypatch, n_trials=2)
     assert s.suggest("a")["number"] == 0 and s.suggest("b")["number"] == 1
     assert s.suggest("c") is None  # two in flight already: wait
@@ -183,7 +190,7 @@ def test_searcher_counts_toward_n_trials_and_replaces_failures(tmp_path: Path, m
     for rid in ("b", "c"):
         s.scheduler.stopped.add(rid)
         s.on_trial_complete(rid, {"epoch": 1, "val_error": 80.0})
-    assert s.suggest("d") == Searcher.FINISHED
+    assert s.suggest("d") == FINISHED
 
 
 def test_searcher_asks_optuna_only_for_a_free_slot(tmp_path: Path, monkeypatch) -> None:
@@ -224,8 +231,6 @@ def test_searcher_multi_objective_records(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_grid_study_enqueues_every_point_then_finishes(tmp_path: Path, monkeypatch) -> None:
-    from ray.tune.search import Searcher
-
     s = make_searcher(tmp_path, monkeypatch, sampler="grid", n_trials=None, seeds=2)
     names = []
     for i in range(6):
@@ -234,7 +239,8 @@ def test_grid_study_enqueues_every_point_then_finishes(tmp_path: Path, monkeypat
         s.on_trial_result(str(i), {"epoch": 3, "val_error": 50.0})
         s.on_trial_complete(str(i), {"epoch": 3, "val_error": 50.0, "final": 1.0})
     assert sorted(names) == sorted((c["name"], seed) for c in TINY_SPACE["candidates"] for seed in (0, 1))
-    assert s.suggest("x") == Searcher.FINISHED
+    assert s.suggest("x") == FINISHED
+    assert RaySearcher(s).suggest("y") == Searcher.FINISHED  # what Tune is told
 
 
 def test_continuation_carries_checkpoint_history_into_optuna_and_asha(tmp_path: Path, monkeypatch) -> None:
@@ -262,8 +268,6 @@ def test_continuation_carries_checkpoint_history_into_optuna_and_asha(tmp_path: 
 
 
 def test_asha_rungs_rebuilt_from_stored_values_decide_as_before() -> None:
-    RungASHA = _ray_classes().RungASHA
-
     @dataclass
     class T:
         trial_id: str
@@ -319,7 +323,6 @@ class FakeController:
 
 def test_promoting_asha_pauses_at_rungs_and_promotes_as_published() -> None:
     """Li et al. 2020, Algorithm 2 with η = 2, rungs at epochs 1 and 2 of 4, worked by hand."""
-    PromotingASHA = _ray_classes().PromotingASHA
     asha = PromotingASHA(4, 1, 2)
     assert asha.milestones == [1, 2]  # no rung at the last epoch
     new_allowed = [True]
@@ -385,8 +388,6 @@ def test_gpu_placement_and_fractional_packing(tmp_path: Path) -> None:
     import ray
     from ray import tune
 
-    from archsearch.orchestrate.tune import _slots, init_ray, trial_static, with_trial_resources
-
     init_ray(num_cpus=4, num_gpus=2)
     try:
         def probe(config: dict) -> None:
@@ -412,15 +413,13 @@ def test_gpu_placement_and_fractional_packing(tmp_path: Path) -> None:
         assert seen[1.0][0] == ["0", "0", "1", "1"] and seen[1.0][1] == 2
 
         config = load_study(write_study(tmp_path, study_dict("gpu", resources={"cpus": 1, "gpus": 0.5})))
-        assert _slots(config, None) == 4
+        assert cluster_slots(config) == 4
         assert trial_static(config)["device"] == "cuda" and trial_static(config)["threads"] == 1
     finally:
         ray.shutdown()
 
 
 def test_with_trial_resources_maps_the_study_resources() -> None:
-    from archsearch.orchestrate.tune import trial_resources
-
     assert trial_resources(Resources(cpus=2, gpus=0.25)) == {"cpu": 2.0, "gpu": 0.25}
     assert trial_resources(Resources(cpus=1, gpus=0)) == {"cpu": 1.0}
 

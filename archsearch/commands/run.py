@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(config)
 
-    from archsearch.orchestrate.tune import run_study
+    from archsearch.orchestrate.run import run_study  # lazy: imports Ray, which --dry-run and --help never need
 
     result = run_study(config, resume=args.resume, address=args.address)
     _print_summary(config, result)
@@ -83,7 +83,7 @@ def _shown(path: str | Path) -> str:
 
 
 def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
-    from archsearch.study.config import describe_plan
+    from archsearch.orchestrate.plan import describe_plan
     from archsearch.study.lifecycle import load_space_of, summary
     from archsearch.study.storage import open_storage, storage_exists, study_id
 

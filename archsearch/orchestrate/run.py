@@ -1,0 +1,134 @@
+"""Run a study on Ray Tune with ASHA, keeping Optuna's storage the honest source of truth.
+
+One session: check the study (`prepare`), start or join Ray, take the driver lock, mark the trials a
+crash left RUNNING as interrupted and queue their continuations, rebuild ASHA's rungs from storage,
+then let Tune run trials until n_trials / the time budget / Ctrl-C. Resume never uses
+`Tuner.restore`: a new Ray experiment starts on the same Optuna study (see `archsearch.study.storage`),
+so already-finished trials are never told twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from archsearch.orchestrate.prepare import inject_nan, prepare, prewarm_data, searcher_slots, trial_static
+from archsearch.orchestrate.progress import StudyProgress
+from archsearch.orchestrate.ray_backend import (
+    PromotingASHA,
+    check_cluster,
+    cluster_slots,
+    init_ray,
+    make_scheduler,
+    make_tuner,
+    shutdown_ray,
+)
+from archsearch.orchestrate.searcher import StudySearcher
+from archsearch.study.config import StudyConfig
+from archsearch.study.driver import DriverLock
+from archsearch.study.lifecycle import (
+    Prepared,
+    enqueue_continuations,
+    mark_interrupted,
+    open_study,
+    seed_rungs,
+    summary,
+)
+from archsearch.study.records import COUNTED_STATES
+from archsearch.study.storage import redact
+
+
+@dataclass
+class _Session:
+    """What one `run_study` call drives: the scheduler, the searcher and the progress view."""
+
+    scheduler: Any
+    searcher: StudySearcher
+    progress: StudyProgress
+    slots: int
+
+
+def run_study(config: StudyConfig, *, resume: bool = False, address: str | None = None, console: Any = None,
+              num_cpus: int | None = None, num_gpus: int | None = None) -> dict[str, Any]:
+    """Run (or resume) a study to its n_trials / time budget; returns `storage.summary` plus run facts."""
+    t_start = time.time()
+    prep = prepare(config, resume=resume, address=address)
+    if not address:
+        prewarm_data(config)
+    init_ray(address, num_cpus=num_cpus, num_gpus=num_gpus)
+    lock = None
+    state = "failed"
+    try:
+        check_cluster(config)
+        study = open_study(prep)
+        lock = DriverLock(prep.storage, study._study_id, config.run_dir / "driver.lock")
+        lock.acquire()
+        interrupted = mark_interrupted(study)
+        continued = enqueue_continuations(study)
+        session = _start_session(config, prep, study, address, t_start, console)
+        run_name = time.strftime("session-%Y%m%d-%H%M%S")
+        tuner = make_tuner(config, session.searcher, session.scheduler, run_name)
+        t_fit = time.time()
+        # With a custom searcher Tune keeps one trial pending at a time, so slot 2 would wait for trial
+        # 1's actor to start (~4 s); the searcher itself never has more trials live than slots.
+        with session.progress, _env_unless_set("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, session.slots))):
+            try:
+                tuner.fit()
+            finally:
+                session.searcher.finalize()
+        t_end = time.time()
+        searcher = session.searcher
+        state = "interrupted" if searcher.interrupted else "finished"
+        out = summary(study)
+        out.update(
+            storage=redact(config.storage_url), run_dir=str(config.run_dir),
+            ray_dir=str(config.run_dir / "ray" / run_name),
+            session_interrupted=searcher.interrupted, marked_interrupted=interrupted,
+            continued=[c[0] for c in continued],
+            started=searcher.started, wall_seconds=t_end - t_start, fit_seconds=t_end - t_fit, slots=session.slots,
+            trial_seconds=searcher.trial_seconds, slot_spans=searcher.slot_spans,
+        )
+        return out
+    finally:
+        if lock is not None:
+            lock.release(state)
+        shutdown_ray()
+
+
+def _start_session(config: StudyConfig, prep: Prepared, study: Any, address: str | None, t_start: float,
+                   console: Any) -> _Session:
+    """ASHA with its rungs rebuilt from storage, the progress view, and the searcher wired to both."""
+    scheduler = make_scheduler(config)
+    if scheduler is not None:
+        seed_rungs(scheduler, study)
+    slots = cluster_slots(config)
+    deadline = t_start + config.time_budget if config.time_budget else None
+    kwargs: dict[str, Any] = {"console": console} if console is not None else {}
+    counted_before = sum(t.state.name in COUNTED_STATES for t in study.get_trials(deepcopy=False))
+    progress = StudyProgress(config.name, config.n_trials, config.max_epochs, slots=slots, deadline=deadline,
+                             counted_before=counted_before, **kwargs)
+    searcher = StudySearcher(study, prep.space, config, scheduler=scheduler, progress=progress,
+                             static=trial_static(config), n_trials=config.n_trials, deadline=deadline,
+                             inject_nan=inject_nan(), slots=searcher_slots(config, address, slots))
+    if isinstance(scheduler, PromotingASHA):
+        scheduler.may_start_new = searcher.may_start_new
+        scheduler.may_promote = lambda: deadline is None or time.time() < deadline
+        scheduler.on_pause, scheduler.on_promote = searcher.trial_paused, searcher.trial_promoted
+    return _Session(scheduler, searcher, progress, slots)
+
+
+@contextlib.contextmanager
+def _env_unless_set(key: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the block unless the user set it already."""
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
