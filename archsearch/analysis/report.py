@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from archsearch.analysis.answers import StudyAnalysis, analyze
 from archsearch.analysis.best import BestResult
 from archsearch.analysis.plots import FigureFiles, draw_all
 from archsearch.analysis.stats import LEVEL, N_BOOT
+from archsearch.study.attachments import attach_report
 from archsearch.study.records import load_records
 
 
@@ -42,39 +41,8 @@ def write_report(
     path = out_dir / "report.md"
     path.write_text(render_markdown(study.study_name, result, figures, out_dir), encoding="utf-8")
     (out_dir / "analysis.json").write_text(json.dumps(_jsonable(asdict(result)), indent=1), encoding="utf-8")
-    attach(study, path, answers_markdown(result), Path(artifact_dir) if artifact_dir else out_dir / "artifacts")
+    attach_report(study, path, answers_markdown(result), Path(artifact_dir) if artifact_dir else out_dir / "artifacts")
     return path
-
-
-def attach(study: Any, report: Path, summary: str, artifact_dir: Path) -> str:
-    """Make the report reachable from the dashboard: user attribute, artifacts, study note."""
-    import optuna_dashboard  # lazy: the dashboard package loads only when a report is attached
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact  # lazy: with it, as the dashboard reads them
-
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    store = FileSystemArtifactStore(artifact_dir)
-    artifact_id = upload_artifact(artifact_store=store, file_path=str(report), study_or_trial=study,
-                                  mimetype="text/markdown", encoding="utf-8")
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle = _bundle(report.parent, Path(tmp) / f"{study.study_name}-report.zip", exclude=artifact_dir)
-        upload_artifact(artifact_store=store, file_path=str(bundle), study_or_trial=study,
-                        mimetype="application/zip")
-    study.set_user_attr("report_path", str(report.resolve()))
-    study.set_user_attr("report_artifact_id", artifact_id)
-    study.set_user_attr("artifact_dir", str(artifact_dir.resolve()))
-    note = f"{summary}\n\nFull report: `{report.resolve()}` (also attached as an artifact).\n"
-    optuna_dashboard.save_note(study, note)
-    return artifact_id
-
-
-def _bundle(root: Path, dest: Path, exclude: Path) -> Path:
-    """Zip the report folder (Markdown, JSON, figures, plotly.min.js), leaving out the artifact store."""
-    skip = exclude.resolve()
-    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
-        for f in sorted(root.rglob("*")):
-            if f.is_file() and skip not in f.resolve().parents:
-                z.write(f, f.relative_to(root).as_posix())
-    return dest
 
 
 # ----------------------------------------------------------------------------------- Markdown

@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
+    from archsearch.study.attachments import artifact_store
     from archsearch.study.config import load_study
     from archsearch.study.storage import open_storage, redact, storage_exists, study_id
 
@@ -32,11 +33,7 @@ def run(args: argparse.Namespace) -> int:
                           f"`archsearch run {args.study}`")
     storage = open_storage(url, where=args.study, create=False)
     sid = study_id(storage, config.name)
-    artifacts = None
-    if (config.run_dir / "artifacts").is_dir():
-        from optuna.artifacts import FileSystemArtifactStore
-
-        artifacts = FileSystemArtifactStore(str(config.run_dir / "artifacts"))
+    artifacts = artifact_store(config.run_dir)
     _check_port_free(args.host, args.port)
     base = f"http://{args.host}:{args.port}/dashboard/"
     where = f"{base}studies/{sid}" if sid is not None else f"{base} (study {config.name!r} not created yet)"

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from archsearch.commands import positive_int
 from archsearch.errors import ConfigError
-
-if TYPE_CHECKING:
-    import optuna
 
 HELP = "write a study's report (n0, best K, WRN width/depth, EDFs, Pareto fronts, fidelity checks)"
 
@@ -64,18 +61,8 @@ def study_file_location(path: Path) -> tuple[str, str]:
     return study_location(path)
 
 
-def load_study(name: str, storage: str) -> optuna.Study:
+def load_study(name: str, storage: str) -> Any:
     """Open an existing study; a missing database or study is a one-line ConfigError, not a new study."""
-    import optuna
+    from archsearch.study.lifecycle import load_existing_study
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if storage.startswith("sqlite:///"):
-        db = Path(storage[len("sqlite:///"):])
-        if not db.is_file():
-            raise ConfigError(f"no study database at {db}")
-    from archsearch.study.storage import open_storage
-
-    try:
-        return optuna.load_study(study_name=name, storage=open_storage(storage, create=False))
-    except KeyError:
-        raise ConfigError(f"no study named {name!r} in {storage}") from None
+    return load_existing_study(storage, name, where="report")

@@ -49,11 +49,9 @@ def _finish(config) -> None:  # noqa: ANN001 - a StudyConfig
     """The answers and the winners, where a researcher expects them when the run ends."""
     if not (config.report or config.export_top):
         return
-    import optuna
+    from archsearch.study.lifecycle import load_existing_study
 
-    from archsearch.study.storage import open_storage
-
-    study = optuna.load_study(study_name=config.name, storage=open_storage(config.storage_url, create=False))
+    study = load_existing_study(config.storage_url, config.name, where=str(config.path))
     if config.report:
         from archsearch.analysis.report import write_report
 
@@ -84,7 +82,7 @@ def _shown(path: str | Path) -> str:
 
 def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
     from archsearch.orchestrate.plan import describe_plan
-    from archsearch.study.lifecycle import load_space_of, summary
+    from archsearch.study.lifecycle import load_existing_study, load_space_of, summary
     from archsearch.study.storage import open_storage, storage_exists, study_id
 
     space = load_space_of(config)
@@ -95,9 +93,7 @@ def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
             storage = open_storage(url, where=str(config.path), create=False)
             sid = study_id(storage, config.name)
             if sid is not None:
-                import optuna
-
-                s = summary(optuna.load_study(study_name=config.name, storage=storage))
+                s = summary(load_existing_study(url, config.name, where=str(config.path)))
                 counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(s["counts"].items())) or "no trials"
                 existing = f"study exists: {counts}; continue it with --resume"
         except Exception as exc:  # noqa: BLE001 - the plan is still worth printing
