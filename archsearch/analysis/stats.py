@@ -4,7 +4,7 @@ Intervals are percentile bootstraps over seeds: each candidate's seeds are resam
 replacement (independently per candidate), the resampled mean's deviation is scaled by √(n/(n−1))
 (unbiased variance), and the percentile interval is widened about the estimate by t_df/z with
 df = Σ(seeds − 1) over the candidates involved. The plain bootstrap under-covers with 3–5 seeds;
-this one covers at about its nominal level (tests/test_analysis.py plants the truth and checks).
+this one covers at about its nominal level (tests/analysis/test_analysis.py plants the truth and checks).
 Every bootstrap takes a `seed`; each question draws from its own stream (`seeded_rng`), so adding
 a question does not change another's numbers.
 """

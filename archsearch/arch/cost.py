@@ -12,7 +12,7 @@ It replicates `archsearch.nn.complexity.count` exactly under the installed fvcor
 - WarpNet with K > 1: the sequential twin plus one more pass through F's convs and BNs (convs only
   under `-nobn`) per derivative term of every warp operator (`budget.warp_macs`).
 
-`tests/test_fastcount.py` proves the equality against fvcore on the reference names and on random
+`tests/arch/test_cost.py` proves the equality against fvcore on the reference names and on random
 specs of every shipped search space.
 """
 

@@ -2,7 +2,7 @@
 
 Every fitter searches a finite, explicitly defined feasible set and returns the point whose count
 is closest to the target; ties go to the smaller count, then to the smaller value, so a brute-force
-search over the same set returns the same point (`tests/test_space.py` checks that).
+search over the same set returns the same point (`tests/space/test_space.py` checks that).
 
 Feasible sets:
 - depth / branches: the given list of units per stage / k (counts grow monotonically: bisection).

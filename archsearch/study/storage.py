@@ -2,7 +2,7 @@
 
 Optuna's storage is the source of truth of a study (Ray's experiment state is never restored).
 SQLite is opened in WAL mode with a 60 s busy timeout, so a dashboard (or any reader) polling the
-file never makes the study's writes fail with "database is locked" (tests/test_storage_contract.py
+file never makes the study's writes fail with "database is locked" (tests/study/test_storage_contract.py
 checks a reader beside a writer on every backend). `journal:PATH` is Optuna's journal file;
 any other SQLAlchemy URL (postgresql://...) is a server.
 """

@@ -47,7 +47,7 @@ from archsearch.study.config import Resources, load_study
 from archsearch.study.records import INTERRUPTED
 from archsearch.study.storage import open_storage
 
-DATA = os.environ.get("ARCHSEARCH_DATA", str(Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpg.tar.gz"))
+DATA = os.environ.get("ARCHSEARCH_DATA", str(Path(__file__).resolve().parents[3] / "shared/data/cifar10-jpg.tar.gz"))
 TINY_SPACE = {"candidates": [{"name": "resnet-8"}, {"name": "multiresnet-8-k2"}, {"name": "dmrnet-8"}]}
 TRAIN = {"subset": 256, "val_size": 256, "batch_size": 64, "lr": 0.05, "schedule": "cosine"}
 optuna.logging.set_verbosity(optuna.logging.WARNING)

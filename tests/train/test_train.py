@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from networks import NARROW_PROJECTION_NETS
 from torch import nn
 
 import archsearch.train.evaluate as evaluate_module
@@ -346,9 +347,6 @@ def test_branch_strategy_pinned_and_recorded(cifar10, tmp_path):
     assert resumed["resumed_from_epoch"] == 1 and resumed["history"][-1]["branch_strategies"].startswith("grouped")
 
 
-NARROW_PROJECTION_NETS = ["resnet-8-c4.6.12-proj", "resnet-11-c4.6.12-bottleneck", "multiresnet-8-k2-c6.6.12-proj",
-                          "postresnet-8-c6.6.12", "dmrnet-8-K3-c6.14.28", "dvanet-8-K3-c6.14.28",
-                          "warpnet-13-1-K2-c6"]
 _TRAIN_NARROW = """
 import json, sys
 from archsearch.train import load_dataset, train

@@ -30,7 +30,7 @@ from archsearch.space.space import (
     space_from_dict,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 SHIPPED = {"cifar10_budget1.7M", "n0_threshold", "merge_and_run_K", "wrn_depth_width", "warp", "quickstart"}
 CONTRACT_ATTRS = {"name", "spec", "family", "depth", "branches", "width", "params", "macs", "budget",

@@ -1,4 +1,4 @@
-"""Study files, overrides, bad input and liveness (no Ray cluster here; storages: tests/test_storage_contract.py)."""
+"""Study files, overrides, bad input and liveness (no Ray cluster here; storages: study/test_storage_contract.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from archsearch.study.driver import DRIVER_ATTR, DriverLock, driver_status
 from archsearch.study.lifecycle import open_study
 from archsearch.study.storage import _with_installed_postgres_driver, open_storage
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_SPACE = {"candidates": [{"name": "resnet-8"}, {"name": "multiresnet-8-k2"}, {"name": "dmrnet-8"}]}
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

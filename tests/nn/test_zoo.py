@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from networks import FAMILY_MEMBERS
 from torch import nn
 
 from archsearch.arch.spec import parse_name
@@ -17,7 +18,7 @@ from archsearch.nn.blocks import MergeRunUnit, PostSumUnit
 from archsearch.nn.build import build
 from archsearch.nn.complexity import count, count_params, path_statistics
 
-GOLDEN = json.loads((Path(__file__).parent / "golden_counts.json").read_text())
+GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "golden_counts.json").read_text())
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN["params"]))
@@ -202,10 +203,6 @@ def test_auto_strategy_probe_leaves_no_trace(tmp_path, monkeypatch, name: str, e
     assert all(m.training for m in probing.modules())
 
 
-FAMILY_MEMBERS = ["resnet-8", "resnet-11-bottleneck", "wrn-10-2-b131-drop0.3", "multiresnet-8-k2",
-                  "multiresnet-11-k2-bottleneck", "postresnet-8", "dvanet-8-K2-w2", "dmrnet-8-K3",
-                  "dmrnet-11-K2-bottleneck", "warpnet-13-1", "warpnet-13-1-v2", "warpnet-19-1-K3",
-                  "warpnet-19-1-K3-v2", "warpnet-13-1-nobn", "resnet-14-u1.2.3-c8.12.20-proj"]
 
 
 @pytest.mark.parametrize("name", FAMILY_MEMBERS)

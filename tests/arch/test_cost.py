@@ -24,7 +24,7 @@ from archsearch.arch.spec import ArchSpec, parse_name
 from archsearch.nn.complexity import count
 from archsearch.space.space import load_space, random_samples
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 
 # architectures.md, "Reference counts" (C = 10 unless said)

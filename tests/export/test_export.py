@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from networks import EXPORT_MEMBERS
 from torch import nn
 
 from archsearch.arch.spec import parse_name
@@ -39,13 +40,6 @@ from archsearch.export.writer import (
 from archsearch.nn.build import build
 from archsearch.nn.complexity import count, warp_macs
 
-# one small member of every family and variant the issue lists (+ the sequential WarpNet twin,
-# whose fvcore count the warp rule builds on)
-MEMBERS = [
-    "resnet-14", "resnet-11-bottleneck", "resnet-8-proj", "wrn-10-2-b131-drop0.3", "multiresnet-8-k3",
-    "multiresnet-8-k2-w2", "postresnet-8", "dvanet-8-K3", "dmrnet-8-K3", "dmrnet-14-K2-c8",
-    "warpnet-13-1", "warpnet-13-1-v2", "warpnet-19-1-K3-v2", "warpnet-13-1-nobn", "warpnet-13-1-K1",
-]
 SEED_INIT = 123
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarning")  # torch's own fwAD setup
 
@@ -142,7 +136,7 @@ def round_trip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     x = torch.randn(4, 3, 32, 32)
     torch.save(x, tmp / "input.pt")
     members, ours = [], {}
-    for i, name in enumerate(MEMBERS):
+    for i, name in enumerate(EXPORT_MEMBERS):
         model = build(name, strategy="loop")
         _perturb(model, seed=i)
         state = model.state_dict()
@@ -187,7 +181,7 @@ def test_fresh_process_cannot_import_archsearch(round_trip: dict[str, Any]) -> N
     assert round_trip["theirs"]["modules"] == []
 
 
-@pytest.mark.parametrize("name", MEMBERS)
+@pytest.mark.parametrize("name", EXPORT_MEMBERS)
 def test_exported_network_equals_archsearch(round_trip: dict[str, Any], name: str) -> None:
     ours, theirs = round_trip["ours"][name], round_trip["theirs"][name]
     assert theirs["keys"] == list(ours["state"])  # same names, same order: strict loads both ways
@@ -204,7 +198,7 @@ def test_exported_network_equals_archsearch(round_trip: dict[str, Any], name: st
         assert torch.equal(theirs["init_state"][key], value), key
 
 
-@pytest.mark.parametrize("name", MEMBERS)
+@pytest.mark.parametrize("name", EXPORT_MEMBERS)
 def test_exported_macs_and_docstring(round_trip: dict[str, Any], name: str) -> None:
     ours, theirs = round_trip["ours"][name], round_trip["theirs"][name]
     spec = parse_name(name)
@@ -215,14 +209,14 @@ def test_exported_macs_and_docstring(round_trip: dict[str, Any], name: str) -> N
         assert theirs["macs"] == ours["macs"] == macs
     doc = theirs["doc"]
     for text in (spec.name, f"{ours['params']:,}", f"{macs:,}", "12.50 %", "seed 7",
-                 f"unit, trial {MEMBERS.index(name)} (trial id {100 + MEMBERS.index(name)})"):
+                 f"unit, trial {EXPORT_MEMBERS.index(name)} (trial id {100 + EXPORT_MEMBERS.index(name)})"):
         assert text in doc, text
 
 
 def test_exported_code_passes_ruff(round_trip: dict[str, Any]) -> None:
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     files = sorted(str(p) for p in round_trip["out_dir"].glob("*.py"))
-    assert len(files) == len(MEMBERS)
+    assert len(files) == len(EXPORT_MEMBERS)
     for extra in ([], ["--select", "E,F,W,I,B,UP", "--line-length", "120", "--target-version", "py310"]):
         proc = subprocess.run([ruff, "check", "--isolated", "--no-cache", *extra, *files],
                               capture_output=True, text=True)

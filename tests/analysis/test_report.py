@@ -117,7 +117,7 @@ def test_cli_study_file_form_defaults_to_runs_dir(tmp_path, monkeypatch, capsys)
 
 def test_study_file_is_read_by_the_study_loader(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     name, url = study_file_location(root / "studies" / "quickstart.yaml")
     assert name == "quickstart" and url == f"sqlite:///{tmp_path / 'runs' / 'quickstart' / 'study.db'}"
 
