@@ -19,9 +19,10 @@ import numpy as np
 from scipy import stats
 
 from archsearch.analysis.candidates import block_of
+from archsearch.analysis.contrasts import crossing_depth
 from archsearch.analysis.fidelity import fidelity_check
 from archsearch.analysis.stats import bootstrap_means, interval, widened
-from archsearch.analysis.threshold import crossing_depth, n0_analysis
+from archsearch.analysis.threshold import n0_analysis
 from archsearch.orchestrate.asha import rung_epochs
 from archsearch.orchestrate.replay import REPLAYS
 

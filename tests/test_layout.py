@@ -18,7 +18,7 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 # Function-level imports are allowed only for heavy optional dependencies (and in the CLI's command modules, which
 # import their stage on demand so `archsearch --help` or `count` does not pay for torch, Ray and Optuna).
-LAZY_ALLOWED = ("ray", "plotly", "optuna_dashboard", "matplotlib", "fvcore", "fcntl",
+LAZY_ALLOWED = ("ray", "plotly", "optuna_dashboard", "matplotlib", "fvcore", "fcntl", "torchvision",
                 "archsearch.orchestrate.ray_backend")
 
 

@@ -302,6 +302,7 @@ def crossing_depth(depths: np.ndarray, delta: np.ndarray) -> np.ndarray:
 
     "Last" makes n₀ the depth past which the treatment is never worse among the measured depths. Rows with
     no positive Δ give −inf; rows positive at the deepest depth give +inf."""
+    depths = np.asarray(depths, dtype=float)
     delta = np.atleast_2d(np.asarray(delta, dtype=float))
     rows, d = delta.shape
     pos = delta > 0

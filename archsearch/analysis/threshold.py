@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from archsearch.analysis.candidates import block_of, budget_sort_key, no_data_message, values_by_name
+from archsearch.analysis.contrasts import crossing_depth
 from archsearch.analysis.stats import LEVEL, N_BOOT, bootstrap_means, interval, seeded_rng, widened
 from archsearch.study.records import TrialRecord
 
@@ -64,27 +65,6 @@ class N0Result:
         head = head[self.status] + ("" if short else why.get(self.status, ""))
         ci = "" if self.ci is None else f" (interval {depth(self.ci[0])} – {depth(self.ci[1])})"
         return head + ci
-
-
-def crossing_depth(depths: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """n₀ for each row of `delta` (rows × depths): the last + → ≤0 crossing, linearly interpolated.
-
-    "Last" makes n₀ the depth past which multi is never worse among the measured depths. Rows with
-    no positive Δ give −inf; rows positive at the deepest depth give +inf.
-    """
-    depths = np.asarray(depths, dtype=float)
-    delta = np.atleast_2d(np.asarray(delta, dtype=float))
-    rows, d = delta.shape
-    pos = delta > 0
-    any_pos = pos.any(axis=1)
-    last = d - 1 - np.argmax(pos[:, ::-1], axis=1)
-    out = np.full(rows, -np.inf)
-    out[any_pos & (last == d - 1)] = np.inf
-    mid = np.nonzero(any_pos & (last < d - 1))[0]
-    i = last[mid]
-    y0, y1 = delta[mid, i], delta[mid, i + 1]
-    out[mid] = depths[i] + (depths[i + 1] - depths[i]) * y0 / (y0 - y1)
-    return out
 
 
 def n0_analysis(

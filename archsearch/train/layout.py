@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from archsearch.cache import cache_dir
 
 PROBE_VERSION = 1
@@ -43,8 +45,6 @@ def cpu_label() -> str:
 
 
 def probe_key(name: str, input_shape: tuple[int, ...], batch_size: int, threads: int, num_classes: int) -> str:
-    import torch  # lazy: keeps the key (and the cache lookup) cheap for callers that never train
-
     shape = "x".join(map(str, input_shape))
     return (f"v{PROBE_VERSION}|{name}|{shape}|c{num_classes}|b{batch_size}|t{threads}|torch{torch.__version__}|"
             f"{cpu_label()}")

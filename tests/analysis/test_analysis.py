@@ -15,9 +15,10 @@ import pytest
 
 from archsearch.analysis.answers import analyze
 from archsearch.analysis.best import best_k, wrn_analysis
+from archsearch.analysis.contrasts import crossing_depth
 from archsearch.analysis.fidelity import fidelity_check
 from archsearch.analysis.landscape import edfs, pareto
-from archsearch.analysis.threshold import crossing_depth, n0_analysis
+from archsearch.analysis.threshold import n0_analysis
 from archsearch.study.records import TrialRecord, load_records
 
 K_TRUTH = {1: 6.0, 2: 5.5, 4: 5.8, 8: 6.3}  # DMRNet Fig. 7's shape: K = 2 best
