@@ -22,7 +22,9 @@ from archsearch.analysis.contrasts import (
     contrast,
     threshold,
 )
-from archsearch.study.questions import ResolvedQuestion
+from archsearch.errors import ConfigError
+from archsearch.study.asked import QUESTIONS_ATTR, candidate_infos, derive_questions, from_json
+from archsearch.study.questions import ResolvedQuestion, resolve
 
 
 @dataclass
@@ -47,12 +49,13 @@ class Answer:
         return f"{self.id}: {describe(self)}"
 
 
-def samples_by_name(records: list[Any]) -> dict[str, Sample]:
-    """Each canonical name's counting trials as one Sample (seed order)."""
+def samples_by_name(records: list[Any], split: str = "val") -> dict[str, Sample]:
+    """Each canonical name's counting trials as one Sample (seed order); `split="test"` reads their test errors."""
     by: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for r in records:
-        if r.usable:
-            by[r.name].append((r.seed if r.seed is not None else -1 - r.number, float(r.value)))
+        value = r.value if split == "val" else getattr(r, "test_error", None)
+        if r.usable and value is not None:
+            by[r.name].append((r.seed if r.seed is not None else -1 - r.number, float(value)))
     return {n: Sample(n, tuple(v for _, v in sorted(rows)), tuple(s for s, _ in sorted(rows)))
             for n, rows in sorted(by.items())}
 
@@ -86,9 +89,37 @@ def _pooled(label: str, samples: list[Sample]) -> Sample:
 
 
 def answer_all(resolved: list[ResolvedQuestion], records: list[Any], *, level: float = LEVEL,
-               seed: int = 0) -> list[Answer]:
-    samples = samples_by_name(records)
+               seed: int = 0, split: str = "val") -> list[Answer]:
+    samples = samples_by_name(records, split)
     return [answer(rq, samples, level=level, seed=seed + i) for i, rq in enumerate(resolved)]
+
+
+def questions_of(attrs: dict[str, Any], records: list[Any]) -> tuple[list[ResolvedQuestion], str]:
+    """The questions a study was asked (stored when its run started), else derived from its trials; and how."""
+    if attrs.get(QUESTIONS_ATTR):
+        return from_json(attrs[QUESTIONS_ATTR]), "as stored when the run started"
+    infos = candidate_infos(records)
+    try:
+        return resolve(derive_questions(infos), infos), "derived from the trials (no stored questions)"
+    except ConfigError as exc:
+        return [], f"none could be derived: {exc}"
+
+
+@dataclass
+class StudyAnswers:
+    """The study's questions answered on the validation split, and (when trials were tested) on the test split."""
+
+    answers: list[Answer]
+    test_answers: list[Answer] | None
+    source: str
+
+
+def study_answers(attrs: dict[str, Any], records: list[Any], *, level: float = LEVEL, seed: int = 0) -> StudyAnswers:
+    resolved, source = questions_of(attrs, records)
+    val = answer_all(resolved, records, level=level, seed=seed)
+    tested = any(getattr(r, "test_error", None) is not None for r in records if r.usable)
+    test = answer_all(resolved, records, level=level, seed=seed, split="test") if tested else None
+    return StudyAnswers(val, test, source)
 
 
 def _depth(v: float | None, lo: int, hi: int) -> str:

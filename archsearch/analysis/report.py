@@ -21,6 +21,7 @@ from typing import Any
 from archsearch.analysis.answers import StudyAnalysis, analyze
 from archsearch.analysis.best import BestResult
 from archsearch.analysis.plots import FigureFiles, draw_all
+from archsearch.analysis.questions import StudyAnswers, as_json, describe, study_answers
 from archsearch.analysis.stats import LEVEL, N_BOOT
 from archsearch.study.attachments import attach_report
 from archsearch.study.records import load_records
@@ -36,12 +37,21 @@ def write_report(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = analyze(load_records(study), seed=seed, n_boot=n_boot, level=level)
+    records = load_records(study)
+    result = analyze(records, seed=seed, n_boot=n_boot, level=level)
+    asked = study_answers(dict(study.user_attrs), records, level=level, seed=seed)
     figures = draw_all(result, out_dir / "figures")
     path = out_dir / "report.md"
-    path.write_text(render_markdown(study.study_name, result, figures, out_dir), encoding="utf-8")
-    (out_dir / "analysis.json").write_text(json.dumps(_jsonable(asdict(result)), indent=1), encoding="utf-8")
-    attach_report(study, path, answers_markdown(result), Path(artifact_dir) if artifact_dir else out_dir / "artifacts")
+    declared = declared_markdown(asked)
+    text = render_markdown(study.study_name, result, figures, out_dir)
+    head, sep, rest = text.partition("## Answers")
+    path.write_text(head + declared + "\n" + sep + rest, encoding="utf-8")
+    payload = {**_jsonable(asdict(result)), "questions": {
+        "source": asked.source, "validation": [as_json(a) for a in asked.answers],
+        "test": None if asked.test_answers is None else [as_json(a) for a in asked.test_answers]}}
+    (out_dir / "analysis.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    attach_report(study, path, declared + "\n" + answers_markdown(result),
+                  Path(artifact_dir) if artifact_dir else out_dir / "artifacts")
     return path
 
 
@@ -68,10 +78,26 @@ def _verdict(p: float) -> str:
     return "clear" if p >= 0.95 else "likely" if p >= 0.75 else "no clear winner"
 
 
+def declared_markdown(asked: StudyAnswers) -> str:
+    """The study's own questions first: one row each, validation answer beside the test-split one."""
+    out = ["## The study's questions", "",
+           f"Questions {asked.source}. Each answer rests only on its own candidates' full-fidelity seeds; search "
+           "decisions use the validation split, the test split is only reported.", ""]
+    if not asked.answers:
+        return "\n".join(out + ["No question to answer.", ""])
+    test = {a.id: a for a in asked.test_answers or []}
+    rows = [[f"`{a.id}`", a.kind, describe(a), describe(test[a.id]) if a.id in test else "–",
+             ", ".join(f"{n} ×{k}" for n, k in a.seeds.items()) or "–"] for a in asked.answers]
+    out += [_table(["question", "kind", "answer (validation)", "answer (test split)", "seeds per candidate"], rows),
+            ""]
+    return "\n".join(out)
+
+
 def answers_markdown(a: StudyAnalysis) -> str:
     """The answers alone (also the dashboard note): n₀, best K, WRN, fidelity warnings."""
     pct = f"{100 * a.level:g} %"
-    out = ["## Answers", ""]
+    out = ["## Answers", "", "Exploratory views over every candidate of a family (not the study's declared questions).",
+           ""]
     out += ["### Past which depth n₀ do k > 1 residual functions beat more depth?", ""]
     if not a.n0:
         out.append("No Multi-ResNet/ResNet trials in this study.")

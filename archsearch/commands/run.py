@@ -47,11 +47,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _finish(config) -> None:  # noqa: ANN001 - a StudyConfig
     """The answers and the winners, where a researcher expects them when the run ends."""
-    if not (config.report or config.export_top):
-        return
+    from archsearch.analysis.questions import study_answers
     from archsearch.study.lifecycle import load_existing_study
+    from archsearch.study.records import load_records
 
     study = load_existing_study(config.storage_url, config.name, where=str(config.path))
+    for answer in study_answers(dict(study.user_attrs), load_records(study)).answers:
+        print(f"answer {answer.line()}")
     if config.report:
         from archsearch.analysis.report import write_report
 
@@ -82,6 +84,8 @@ def _shown(path: str | Path) -> str:
 
 def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
     from archsearch.orchestrate.plan import describe_plan
+    from archsearch.space.space import grid
+    from archsearch.study.asked import study_questions
     from archsearch.study.lifecycle import load_existing_study, load_space_of, summary
     from archsearch.study.storage import open_storage, storage_exists, study_id
 
@@ -100,6 +104,11 @@ def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
             existing = f"cannot read: {exc}"
     for line in describe_plan(config, space, existing):
         print(line)
+    asked = study_questions(config, grid(space))  # an ambiguous question is a one-line error here too
+    source = "declared" if config.questions is not None else "derived"
+    print(f"  questions      {len(asked)} ({source})")
+    for rq in asked:
+        print(f"    {rq.question.id:24s} {rq.question.kind}: {', '.join(sorted(rq.names))}")
     return 0
 
 

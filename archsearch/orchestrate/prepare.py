@@ -12,6 +12,7 @@ from typing import Any
 
 from archsearch.errors import ConfigError
 from archsearch.space.space import grid, grid_params, space_fingerprint
+from archsearch.study.asked import study_questions
 from archsearch.study.config import StudyConfig
 from archsearch.study.driver import describe_driver, driver_status
 from archsearch.study.lifecycle import Prepared, load_space_of, summary_of_storage
@@ -44,6 +45,7 @@ def prepare(config: StudyConfig, *, resume: bool, address: str | None = None) ->
     """Every check that can refuse a run, before anything is stored (bad input → ConfigError)."""
     where = str(config.path)
     space = load_space_of(config)
+    study_questions(config, grid(space))  # an ambiguous or empty question is refused before anything runs
     fingerprint = space_fingerprint(space)
     points = None
     if config.sampler == "grid":  # one grid point per distinct architecture: no bit-identical reruns

@@ -17,7 +17,7 @@ from archsearch.arch.spec import ArchSpec, parse_name
 from archsearch.errors import ConfigError, SpecError
 from archsearch.space.fitting import convs_per_function, default_fit, family_depth, fit_spec, targets_of
 from archsearch.space.results import Candidate, Infeasible, SearchSpace
-from archsearch.space.schema import Budget, CandidateEntry, FitConfig, SpaceConfig
+from archsearch.space.schema import Budget, CandidateEntry, FitConfig, SpaceConfig, group_labels
 from archsearch.space.tree import decision_tree
 from archsearch.space.validate import DEFAULTS, check_candidate, check_family, config_error
 
@@ -133,7 +133,7 @@ class SpaceBuilder:
                         path.append(("family", fam_name))
                     path += [(f"{fam_name}.{a}", combo[a]) for a in sampled if len(sampled[a]) > 1]
                     self._add(result, base, budget, True, path, "axes", spec, fit if budget.method == "fit"
-                              else None, dict(combo), ranges)
+                              else None, dict(combo), ranges, group_labels(cfg.families[fam_name].group))
             for i, entry in enumerate(cfg.candidates):
                 if (entry.budget or labels[0]) != budget.label:
                     continue
@@ -195,11 +195,12 @@ class SpaceBuilder:
             path.append(("family", CANDIDATES))
         path.append(("candidate", ident))
         on_budget = all(t.within(result.counts) for t in targets)  # vacuously true without a budget
-        self._add(result, family, budget, on_budget, path, "candidate", spec, fit, {"name": entry.name})
+        self._add(result, family, budget, on_budget, path, "candidate", spec, fit, {"name": entry.name},
+                  groups=group_labels(entry.group))
 
     def _add(self, result: Fit, family: str, budget: Budget | None, on_budget: bool, path: list[tuple[str, Any]],
              source: str, nominal: ArchSpec, fit: FitConfig | None, axes: dict[str, Any],
-             ranges: dict[str, list[int]] | None = None) -> None:
+             ranges: dict[str, list[int]] | None = None, groups: tuple[str, ...] = ()) -> None:
         spec = result.spec
         if any(p == path for p in self.paths):
             raise self.error("candidates", f"two points share the choices {dict(path)} (give candidates an id)")
@@ -220,7 +221,7 @@ class SpaceBuilder:
                                      budget=budget.label if budget else "", params=result.params, macs=result.macs,
                                      on_budget=on_budget, path_length_mean=mean, fitted=fitted,
                                      trial_params={}, source=source, axes=axes, nominal=nominal, fit=fit,
-                                     fit_ranges=dict(ranges or {})))
+                                     fit_ranges=dict(ranges or {}), groups=groups))
 
     def _raise_infeasible(self) -> None:
         """Off-budget combinations are errors, unless skipped (`infeasible: skip`, or a filter budget).

@@ -32,6 +32,7 @@ class Candidate:
     nominal: ArchSpec | None = None  # the spec before fitting (its axes at nominal widths/depth)
     fit: FitConfig | None = None  # how it was fitted (None: taken as is)
     fit_ranges: dict[str, list[int]] = field(default_factory=dict)
+    groups: tuple[str, ...] = ()  # labels for declared questions (the space's `group:`)
 
     @property
     def name(self) -> str:
@@ -50,7 +51,7 @@ class Candidate:
         return {"name": self.name, "spec": self.spec.to_json(), "family": self.family, "depth": self.depth,
                 "branches": self.branches, "width": self.width, "params": self.params, "macs": self.macs,
                 "budget": self.budget, "path_length_mean": self.path_length_mean, "fitted": dict(self.fitted),
-                "on_budget": self.on_budget}
+                "on_budget": self.on_budget, **({"groups": list(self.groups)} if self.groups else {})}
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "depth": self.depth, "branches": self.branches,
@@ -109,5 +110,8 @@ class SearchSpace:
 def config_fingerprint(config: SpaceConfig) -> str:
     """Stable hash of what the space means (validated config, not comments or key order)."""
     meaning = config.model_dump(mode="json", exclude={"description"})  # the description is cosmetic
+    for entry in [*meaning.get("candidates", []), *meaning.get("families", {}).values()]:
+        if entry.get("group") is None:  # spaces without groups keep the fingerprints they were stored with
+            entry.pop("group", None)
     text = json.dumps({"v": 1, "space": meaning}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -151,6 +151,7 @@ class Family(Strict):
     shortcut: AxisValue | None = None
     dropout: AxisValue | None = None
     fit: FitConfig | None = None
+    group: str | list[str] | None = None  # labels its points carry for declared questions (study `questions:`)
 
     @field_validator("fit", mode="before")
     @classmethod
@@ -167,6 +168,7 @@ class CandidateEntry(Strict):
     fit: bool | FitConfig = False
     family: str | None = None
     id: str | None = None
+    group: str | list[str] | None = None  # e.g. fig7_setting1; a network in two settings lists both
 
     @field_validator("fit", mode="before")
     @classmethod
@@ -193,3 +195,10 @@ class SpaceConfig(Strict):
         if self.families and not self.budgets:
             raise ValueError("families need at least one budget (budgets: [{label, params, tolerance}])")
         return self
+
+
+def group_labels(value: str | list[str] | None) -> tuple[str, ...]:
+    """A `group:` value as a tuple of labels."""
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)

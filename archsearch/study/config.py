@@ -49,6 +49,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from archsearch.errors import ConfigError
+from archsearch.study.questions import Question
 from archsearch.train.config import FINGERPRINT_NEUTRAL, RUNTIME_KEYS, TrainConfig
 
 RUNS_DIR = "runs"
@@ -127,7 +128,8 @@ class StudyConfig(_Strict):
     resources: Resources = Field(default_factory=Resources)
     data: str | None = None
     train: dict[str, Any] = Field(default_factory=dict)
-    evaluate_test: bool = False
+    evaluate_test: bool = False  # answers recomputed once on the test split at the end, beside the validation ones
+    questions: list[Question] | None = None  # what the study must answer (archsearch.study.questions); None: derived
     max_failed_trials: int | None = Field(None, ge=0)
     report: bool = True  # write runs/<name>/report/ when the run ends
     export_top: int = Field(1, ge=0)  # export the N best architectures to runs/<name>/export/ (0: none)

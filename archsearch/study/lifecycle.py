@@ -17,7 +17,8 @@ import optuna
 from optuna.trial import TrialState
 
 from archsearch.errors import ConfigError
-from archsearch.space.space import load_space, space_from_dict
+from archsearch.space.space import grid, load_space, space_from_dict
+from archsearch.study.asked import QUESTIONS_ATTR, study_questions, to_json
 from archsearch.study.config import StudyConfig
 from archsearch.study.records import (
     COUNTED_STATES,
@@ -70,14 +71,18 @@ def open_study(prep: Prepared) -> Any:
     """Create the study (attrs; grid points enqueued) or load it; the first write of a run."""
     config = prep.config
     sampler = make_sampler(config)
+    questions = to_json(study_questions(config, grid(prep.space)))
     if prep.exists:
-        return optuna.load_study(study_name=config.name, storage=prep.storage, sampler=sampler)
+        study = optuna.load_study(study_name=config.name, storage=prep.storage, sampler=sampler)
+        study.set_user_attr(QUESTIONS_ATTR, questions)  # what this invocation asks (may be edited between runs)
+        return study
     study = optuna.create_study(study_name=config.name, storage=prep.storage, sampler=sampler,
                                 directions=["minimize"] * len(config.objective_names))
     for key, value in (("space_fingerprint", prep.fingerprint), ("objectives", config.objective_names),
                        ("train_fingerprint", config.train_fingerprint()),
                        ("archsearch_version", __version__), ("config", config.snapshot()),
-                       ("space_file", str(config.space_path) if config.space_path else "inline")):
+                       ("space_file", str(config.space_path) if config.space_path else "inline"),
+                       (QUESTIONS_ATTR, questions)):
         study.set_user_attr(key, value)
     if prep.grid is not None:
         points = prep.grid

@@ -8,7 +8,7 @@
       - {id: wide_vs_deep, kind: compare, a: {names: [wrn-28-10]}, b: {names: [resnet-1001-bottleneck]}}
       - {id: best_K_small, kind: best, candidates: {family: dmrnet, budget: "0.1M"}, option: K, margin: 0.3}
 
-A selector picks candidates by `names`, `family`, `budget` and `group` (all given keys must match). A selector
+A selector picks candidates by `names`, `family`, `budget`, `group` and `depth` (all given keys must match). A selector
 with `budget` picks only candidates fitted onto that budget: off-budget networks never feed a budgeted answer.
 A threshold question has exactly one reference per treatment — one per budget, or pairs listed explicitly —
 and one treatment per depth; anything else is a one-line config error naming the ambiguous candidates.
@@ -37,17 +37,19 @@ class Selector(BaseModel):
     family: str | None = None
     budget: str | None = None
     group: str | None = None
+    depth: int | list[int] | None = None
 
     @model_validator(mode="after")
     def _not_empty(self) -> Selector:
-        if not any((self.names, self.family, self.budget, self.group)):
-            raise ValueError("a selector needs at least one of names, family, budget, group")
+        if not any((self.names, self.family, self.budget, self.group, self.depth)):
+            raise ValueError("a selector needs at least one of names, family, budget, group, depth")
         return self
 
     def matches(self, c: CandidateInfo) -> bool:
+        depths = [self.depth] if isinstance(self.depth, int) else self.depth
         return ((self.names is None or c.name in self.names) and (self.family is None or c.family == self.family)
                 and (self.budget is None or (c.budget == self.budget and c.on_budget))
-                and (self.group is None or self.group in c.groups))
+                and (self.group is None or self.group in c.groups) and (depths is None or c.depth in depths))
 
 
 class Question(BaseModel):

@@ -40,6 +40,8 @@ class TrialRecord:
     macs: float | None = None
     seed: int | None = None
     budget: str = "?"
+    on_budget: bool = True
+    groups: tuple[str, ...] = ()  # the space's `group:` labels (declared questions select by them)
     epochs: int | None = None
     max_epochs: int | None = None
     full_fidelity: bool = False
@@ -100,6 +102,8 @@ def record_of(trial: Any) -> TrialRecord:
         macs=_float(ua.get("macs")),
         seed=_int(ua.get("seed")),
         budget=str(ua.get("budget", "?")),
+        on_budget=bool(ua.get("on_budget", True)),
+        groups=tuple(ua.get("groups") or ()),
         epochs=_int(ua.get("epochs")),
         max_epochs=_int(ua.get("max_epochs")),
         full_fidelity=is_full_fidelity(ua),
