@@ -16,8 +16,8 @@ from archsearch.study.config import StudyConfig
 from archsearch.study.questions import CandidateInfo, Question, ResolvedQuestion, Selector, resolve
 
 QUESTIONS_ATTR = "questions"
-BRANCH_BASELINES = {"dmrnet": "postresnet", "dvanet": "postresnet", "multiresnet": "resnet", "warpnet": "warpnet"}  # K = 1
-# twin (a WarpNet with K = 1 is the sequential WarpNet itself)
+# each branch family's K = 1 twin (a WarpNet with K = 1 is the sequential WarpNet itself)
+BRANCH_BASELINES = {"dmrnet": "postresnet", "dvanet": "postresnet", "multiresnet": "resnet", "warpnet": "warpnet"}
 
 
 def candidate_infos(points: Iterable[Any]) -> list[CandidateInfo]:
