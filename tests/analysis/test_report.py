@@ -32,7 +32,8 @@ CANDIDATES = [  # name, family, depth, k, true error, budget, width
 ]
 
 
-def synthetic_study(storage: str, name: str = "synthetic", seeds: int = 3) -> optuna.Study:
+def synthetic_study(storage: str, name: str = "synthetic", seeds: int = 3,
+                    test_shift: float | None = None) -> optuna.Study:
     """A finished study as archsearch.orchestrate.searcher records it: seeds per name, rungs at epochs 2 and 4 of 8."""
     rng = np.random.default_rng(0)
     study = optuna.create_study(storage=storage, study_name=name)
@@ -46,8 +47,9 @@ def synthetic_study(storage: str, name: str = "synthetic", seeds: int = 3) -> op
                      "params": 1.7e6 * (1 + rng.normal(0, 0.01)), "macs": 2.5e8 * depth ** 0.3 / 4,
                      "seed": seed, "budget": budget, "max_epochs": 8, "latency_b1_ms": 1 + depth / 40,
                      "path_length_mean": 2 + depth / 2 / (k + 1)}
+            tested = {} if test_shift is None else {"test_error": final + test_shift}
             trials.append(create_trial(state=TrialState.COMPLETE, value=final, intermediate_values=curve,
-                                       user_attrs={**attrs, "epochs": 8, "full_fidelity": True}))
+                                       user_attrs={**attrs, "epochs": 8, "full_fidelity": True, **tested}))
         stop = 2 if err > 6 else 4  # ASHA stopped a fourth seed early
         trials.append(create_trial(
             state=TrialState.PRUNED, intermediate_values={e: 1.0 for e in range(1, stop + 1)},
@@ -144,3 +146,42 @@ def test_report_names_the_training_precision_and_warns_when_mixed(tmp_path):
     assert mixed.mixed_precision
     assert "Warning: the answers mix training precisions (bf16 2, fp32 2 trials)" in render_markdown(
         "s", mixed, [], tmp_path)
+
+
+def test_report_opens_with_the_studys_questions(study_db, tmp_path):
+    """Without stored questions the report derives them per budget (one plain reference: n₀; best K per family;
+    best network) and answers each from its own candidates, before the exploratory views."""
+    study = optuna.load_study(study_name="synthetic", storage=study_db)
+    path = write_report(study, tmp_path / "report", seed=0, n_boot=300, artifact_dir=tmp_path / "artifacts")
+    text = path.read_text(encoding="utf-8")
+    assert text.index("## The study's questions") < text.index("## Answers") < text.index("## Trials by architecture")
+    assert "derived from the trials" in text
+    for qid in ("`n0_1.7M`", "`best_K_dmrnet_1.7M`", "`best_K_multiresnet_1.7M`", "`best_1.7M`"):
+        assert qid in text
+    data = json.loads((tmp_path / "report" / "analysis.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    n0 = next(q for q in data["questions"]["validation"] if q["id"] == "n0_1.7M")
+    assert n0["seeds"] == {"multiresnet-14-k10": 3, "multiresnet-20-k6": 3, "multiresnet-30-k4": 3,
+                           "multiresnet-8-k23": 3, "resnet-110": 3}  # the pruned fourth seeds never count
+    assert n0["signs"]["8"] == "+" and n0["signs"]["30"] == "-"  # planted: 7.5 vs 6.0 and 5.6 vs 6.0
+    assert data["questions"]["test"] is None  # no trial was evaluated on the test split
+
+
+def test_report_answers_the_stored_questions(tmp_path):
+    """Questions stored when the run started are what the report answers (not re-derived), and a test-split
+    answer sits beside the validation one when trials were tested."""
+    from archsearch.study.asked import QUESTIONS_ATTR, to_json
+    from archsearch.study.questions import CandidateInfo, Question, resolve
+
+    storage = f"sqlite:///{tmp_path / 'q.db'}"
+    study = synthetic_study(storage, name="asked", test_shift=0.5)
+    infos = [CandidateInfo(c[0], c[1], c[5], True, (), c[2], c[3], c[6]) for c in CANDIDATES]
+    asked = resolve([Question(id="wide_vs_deep", kind="compare", a={"names": ["wrn-28-2"]},
+                              b={"names": ["resnet-110"]})], infos)
+    study.set_user_attr(QUESTIONS_ATTR, to_json(asked))
+    path = write_report(study, tmp_path / "report", seed=0, n_boot=300, artifact_dir=tmp_path / "artifacts")
+    text = path.read_text(encoding="utf-8")
+    assert "as stored when the run started" in text and "`wide_vs_deep`" in text and "`n0_1.7M`" not in text
+    data = json.loads((tmp_path / "report" / "analysis.json").read_text())
+    [val], [test] = data["questions"]["validation"], data["questions"]["test"]
+    assert val["decision"] == "-" and test["decision"] == "-"  # planted 5.4 vs 6.0, 3 seeds of sd 0.15
+    assert abs(test["estimate"] - val["estimate"]) < 1e-9  # the same +0.5 shift on both sides
