@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from archsearch.study.config import StudyConfig
@@ -24,10 +25,14 @@ def candidate_infos(points: Iterable[Any]) -> list[CandidateInfo]:
     """Space candidates or trial records, one per name (what selectors look at)."""
     out: dict[str, CandidateInfo] = {}
     for p in points:
-        out.setdefault(p.name, CandidateInfo(
-            p.name, p.family, getattr(p, "budget", None) or None, bool(getattr(p, "on_budget", True)),
-            tuple(getattr(p, "groups", ()) or ()), getattr(p, "depth", None), getattr(p, "branches", None),
-            getattr(p, "width", None)))
+        groups = tuple(getattr(p, "groups", ()) or ())
+        if p.name in out:  # one network listed twice (as published and fitted): it carries both labels
+            seen = out[p.name]
+            out[p.name] = replace(seen, groups=seen.groups + tuple(g for g in groups if g not in seen.groups))
+            continue
+        out[p.name] = CandidateInfo(p.name, p.family, getattr(p, "budget", None) or None,
+                                    bool(getattr(p, "on_budget", True)), groups, getattr(p, "depth", None),
+                                    getattr(p, "branches", None), getattr(p, "width", None))
     return list(out.values())
 
 
@@ -55,9 +60,10 @@ def _best_k_questions(here: list[CandidateInfo], budget: str) -> list[Question]:
         members = [c for c in here if c.family in (family, baseline)]
         if not any(c.family == family for c in members):
             continue
-        groups = sorted({g for c in members if c.family == family for g in c.groups}) or [None]
+        groups: list[str | None] = sorted({g for c in members if c.family == family for g in c.groups})
+        groups.append(None)  # the candidates without a group form their own setting
         for g in groups:
-            chosen = [c for c in members if g is None or g in c.groups]
+            chosen = [c for c in members if (g in c.groups if g is not None else not c.groups)]
             if len({c.branches or 1 for c in chosen}) < 2:
                 continue
             qid = f"best_K_{family}_{budget}" + (f"_{g}" if g else "")
