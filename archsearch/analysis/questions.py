@@ -112,6 +112,7 @@ class StudyAnswers:
     answers: list[Answer]
     test_answers: list[Answer] | None
     source: str
+    caveat: str = ""  # e.g. the answers rest on the seeds per-trial ASHA let survive
 
 
 def study_answers(attrs: dict[str, Any], records: list[Any], *, level: float = LEVEL, seed: int = 0) -> StudyAnswers:
@@ -119,7 +120,11 @@ def study_answers(attrs: dict[str, Any], records: list[Any], *, level: float = L
     val = answer_all(resolved, records, level=level, seed=seed)
     tested = any(getattr(r, "test_error", None) is not None for r in records if r.usable)
     test = answer_all(resolved, records, level=level, seed=seed, split="test") if tested else None
-    return StudyAnswers(val, test, source)
+    names = set().union(*(rq.names for rq in resolved)) if resolved else set()
+    pruned = sum(r.state == "PRUNED" and r.name in names for r in records)
+    caveat = (f"{pruned} trials of these candidates were stopped early by per-trial ASHA: the answers rest on the "
+              "seeds that survived, not on every seed of each candidate" if pruned else "")
+    return StudyAnswers(val, test, source, caveat)
 
 
 def _depth(v: float | None, lo: int, hi: int) -> str:

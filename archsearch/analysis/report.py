@@ -83,6 +83,8 @@ def declared_markdown(asked: StudyAnswers) -> str:
     out = ["## The study's questions", "",
            f"Questions {asked.source}. Each answer rests only on its own candidates' full-fidelity seeds; search "
            "decisions use the validation split, the test split is only reported.", ""]
+    if asked.caveat:
+        out += [f"**Caveat**: {asked.caveat}.", ""]
     if not asked.answers:
         return "\n".join(out + ["No question to answer.", ""])
     test = {a.id: a for a in asked.test_answers or []}

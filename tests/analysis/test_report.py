@@ -156,6 +156,7 @@ def test_report_opens_with_the_studys_questions(study_db, tmp_path):
     text = path.read_text(encoding="utf-8")
     assert text.index("## The study's questions") < text.index("## Answers") < text.index("## Trials by architecture")
     assert "derived from the trials" in text
+    assert "stopped early by per-trial ASHA: the answers rest on the seeds that survived" in text  # 4th seeds
     for qid in ("`n0_1.7M`", "`best_K_dmrnet_1.7M`", "`best_K_multiresnet_1.7M`", "`best_1.7M`"):
         assert qid in text
     data = json.loads((tmp_path / "report" / "analysis.json").read_text(), parse_constant=lambda c: pytest.fail(c))
