@@ -174,3 +174,28 @@ def fmt_duration(seconds: float) -> str:
     if seconds < 48 * 3600:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+def remaining_epochs(epoch: int, max_epochs: int, rungs: Sequence[int] = (),
+                     reduction_factor: float | None = None) -> float:
+    """Epochs a trial at `epoch` still trains on average: the rest, or under ASHA the share that survives each
+    rung above it (a new trial: `epoch=0`, which gives `asha.expected_epochs`)."""
+    if reduction_factor is None:
+        return float(max(0, max_epochs - epoch))
+    total, alive, last = 0.0, 1.0, epoch
+    for r in sorted(rungs):
+        if r <= epoch:
+            continue
+        total += alive * (r - last)
+        alive /= reduction_factor
+        last = r
+    return total + alive * max(0, max_epochs - last)
+
+
+def eta_from_epochs(*, trials_left: int, running_epochs: Sequence[int], epoch_s: float, slots: int,
+                    max_epochs: int, rungs: Sequence[int] = (), reduction_factor: float | None = None) -> float:
+    """Seconds left: the expected epochs of the trials not started and of the running ones' rest, at the
+    measured seconds per epoch, spread over the slots."""
+    new = trials_left * remaining_epochs(0, max_epochs, rungs, reduction_factor)
+    rest = sum(remaining_epochs(e, max_epochs, rungs, reduction_factor) for e in running_epochs)
+    return (new + rest) * epoch_s / max(1, slots)
