@@ -26,6 +26,7 @@ from archsearch.train.config import TrainConfig
 from archsearch.train.precision import autocast, precision_name, resolve_precision, sync_device
 
 CACHE_FILE = "calibration.json"
+SLOW_STEP_S = 1.0  # an untimed first step longer than this: time one step, not `steps`
 
 
 def _cache_file() -> Path:
@@ -68,7 +69,8 @@ def time_network(spec_or_name: Any, config: TrainConfig, device: torch.device, *
                  image_shape: tuple[int, int, int] = (3, 32, 32), steps: int = 2) -> dict[str, float]:
     """Seconds per image of a training step (SGD, loss, backward) and of an evaluation forward.
 
-    One untimed step first (allocator, oneDNN kernels, the branch strategies' own measurements).
+    One untimed step first (allocator, oneDNN kernels, the branch strategies' own measurements); when it
+    took over `SLOW_STEP_S`, one timed step and one evaluation forward keep the calibration short.
     """
     spec = as_spec(spec_or_name, num_classes)
     torch.manual_seed(0)
@@ -90,8 +92,11 @@ def time_network(spec_or_name: Any, config: TrainConfig, device: torch.device, *
         opt.step()
 
     net.train()
+    t0 = time.perf_counter()
     step()
     sync_device(device)
+    slow = time.perf_counter() - t0 > SLOW_STEP_S  # a big network on a CPU: one timed step says enough
+    steps = 1 if slow else steps
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
@@ -99,8 +104,9 @@ def time_network(spec_or_name: Any, config: TrainConfig, device: torch.device, *
     train_s = (time.perf_counter() - t0) / (steps * b)
     net.eval()
     with torch.no_grad(), autocast(device, amp):
-        net(x)
-        sync_device(device)
+        if not slow:
+            net(x)
+            sync_device(device)
         t0 = time.perf_counter()
         net(x)
         sync_device(device)
@@ -117,7 +123,7 @@ def calibrate(specs: Sequence[Any], config: TrainConfig, device: torch.device, *
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(threads)
-        todo = [s for s in specs]
+        todo = list(specs)
         for i, spec_or_name in enumerate(todo, 1):
             spec = as_spec(spec_or_name, num_classes)
             key = calibration_key(spec.name, config, device, threads)
