@@ -157,6 +157,9 @@ def test_progress_eta_and_epochs_from_measured_epoch_times() -> None:
     head = p.headline()
     assert head.startswith("0/4 done · 2 running") and "epochs 2/12" in head and "ETA ~25s" in head
     assert "elapsed " in head
+    screen = io.StringIO()  # on a terminal: the headline, a bar of trial-epochs, the running trials
+    Console(file=screen, force_terminal=True, width=200).print(p)
+    assert "epochs 2/12" in screen.getvalue() and "━" in screen.getvalue() and "resnet-14" in screen.getvalue()
 
 
 # ------------------------------------------------------------------------------ whole-study best after a resume
