@@ -27,6 +27,7 @@ from archsearch.orchestrate.estimate import (
     estimate_study,
     over_a_day_line,
     representatives,
+    shrink_hint,
 )
 from archsearch.space.space import grid
 from archsearch.study.config import StudyConfig
@@ -103,26 +104,37 @@ def study_work(config: StudyConfig, space: Any) -> StudyWork:
                      per_trial, max(1, int(config.resources.cpus)), note)
 
 
-def _fraction(config: StudyConfig) -> float:
+def _fraction(config: StudyConfig, epochs: int | None = None, grace: int | None = None) -> float:
+    """The expected share of `epochs` (default the study's) trained under its ASHA (1 without)."""
     if config.asha is None:
         return 1.0
-    E = config.max_epochs
-    rungs = rung_epochs(E, config.asha.grace_period, config.asha.reduction_factor)
-    return asha_fraction(E, expected_epochs(E, rungs, config.asha.reduction_factor))
+    E = epochs or config.max_epochs
+    rf = config.asha.reduction_factor
+    rungs = rung_epochs(E, grace or config.asha.grace_period, rf)
+    return asha_fraction(E, expected_epochs(E, rungs, rf))
+
+
+def _costs(config: StudyConfig, work: StudyWork, progress: Callable[[str], None] | None) -> dict[str, ShapeCost]:
+    """Seconds per image of one representative per (family, budget), timed here (or read from the cache)."""
+    reps = representatives(work.shapes)
+    timed = calibrate([work.specs[r.name] for r in reps.values()], config.train_config, work.device,
+                      threads=work.threads, num_classes=work.num_classes, progress=progress)
+    return {name: ShapeCost(t["train_s_per_image"], t["eval_s_per_image"]) for name, t in timed.items()}
+
+
+def _estimate(config: StudyConfig, work: StudyWork, costs: dict[str, ShapeCost], train_images: int | None = None,
+              epochs: int | None = None, grace: int | None = None) -> Estimate:
+    return estimate_study(work.shapes, costs, train_images=train_images or work.train_images,
+                          eval_images=work.eval_images, max_epochs=epochs or config.max_epochs,
+                          fraction=_fraction(config, epochs, grace), slots=work.slots, device=work.device.type,
+                          devices_per_trial=work.devices_per_trial, time_budget=config.time_budget)
 
 
 def estimate_cost(config: StudyConfig, space: Any, work: StudyWork | None = None,
                   progress: Callable[[str], None] | None = None) -> Estimate:
     """Calibrate one representative per (family, budget) on this machine (cached) and estimate the study."""
     work = work or study_work(config, space)
-    reps = representatives(work.shapes)
-    timed = calibrate([work.specs[r.name] for r in reps.values()], config.train_config, work.device,
-                      threads=work.threads, num_classes=work.num_classes, progress=progress)
-    costs = {name: ShapeCost(t["train_s_per_image"], t["eval_s_per_image"]) for name, t in timed.items()}
-    est = estimate_study(work.shapes, costs, train_images=work.train_images, eval_images=work.eval_images,
-                         max_epochs=config.max_epochs, fraction=_fraction(config), slots=work.slots,
-                         device=work.device.type, devices_per_trial=work.devices_per_trial,
-                         time_budget=config.time_budget)
+    est = _estimate(config, work, _costs(config, work, progress))
     if config.sampler != "grid":
         est.assumptions.append(f"{config.sampler} spreads its {len(work.shapes)} trials evenly over the candidates")
     if work.note:
@@ -145,10 +157,16 @@ def check_long_run(config: StudyConfig, space: Any, *, yes: bool, interactive: b
                                 max_epochs=config.max_epochs, slots=work.slots)
     if bound <= DAY_S:
         return True
-    est = estimate_cost(config, space, work, progress=say)
+    costs = _costs(config, work, say)
+    est = _estimate(config, work, costs)
     if est.wall_s <= DAY_S:
         return True
-    line = over_a_day_line(str(config.path), est, work.train_images, config.max_epochs)
+    asha = config.asha
+    hint = shrink_hint(lambda subset, epochs, grace: _estimate(config, work, costs, subset, epochs, grace).wall_s,
+                       work.train_images, config.max_epochs,
+                       grace_period=None if asha is None else asha.grace_period,
+                       asha_max_epochs=asha is not None and asha.max_epochs is not None)
+    line = over_a_day_line(str(config.path), est, hint)
     if interactive is None:
         interactive = sys.stdin.isatty()
     return confirm_long_run(line, yes=yes, interactive=interactive, ask=ask, say=say)

@@ -10,7 +10,6 @@ ASHA, `asha.expected_epochs` / max_epochs with it (the top 1/rf goes on at every
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,20 +131,32 @@ def analytic_upper_wall(shapes: Sequence[TrialShape], *, train_images: int, eval
     return STARTUP_S + (macs / SLOWEST_TRAIN_MACS_PER_S + PER_TRIAL_S * len(shapes)) / max(1, slots)
 
 
-def shrink_hint(estimate: Estimate, train_images: int, max_epochs: int, target_s: float = 0.8 * DAY_S) -> str:
-    """`--set` values that bring the study under a day: subset and epochs each cut by √(wall/target)."""
-    cut = math.sqrt(max(1.0, estimate.wall_s / target_s))
-    subset = max(1, int(train_images / cut))
-    epochs = max(1, int(max_epochs / cut))
-    return f"--set train.subset={subset} --set train.epochs={epochs}"
+def shrink_hint(wall_of: Callable[[int, int, int | None], float], train_images: int, max_epochs: int, *,
+                grace_period: int | None = None, asha_max_epochs: bool = False,
+                target_s: float = 0.8 * DAY_S) -> str:
+    """`--set` values that bring the study under a day: subset and epochs cut together, each by the same
+    factor, until `wall_of(subset, epochs, grace)` (the estimate redone) is under `target_s`; under ASHA the
+    grace period scales with the epochs (and its max_epochs follows when the study file sets it)."""
+    cut = 1.0
+    while True:
+        subset, epochs = max(1, int(train_images / cut)), max(1, int(max_epochs / cut))
+        grace = None if grace_period is None else max(1, min(epochs, round(grace_period * epochs / max_epochs)))
+        if wall_of(subset, epochs, grace) <= target_s or (subset == 1 and epochs == 1):
+            break
+        cut *= 1.1
+    hint = f"--set train.subset={subset} --set train.epochs={epochs}"
+    if asha_max_epochs:
+        hint += f" --set asha.max_epochs={epochs}"
+    if grace is not None:
+        hint += f" --set asha.grace_period={grace}"
+    return hint
 
 
-def over_a_day_line(where: str, estimate: Estimate, train_images: int, max_epochs: int) -> str:
+def over_a_day_line(where: str, estimate: Estimate, hint: str) -> str:
     """The one line `run` prints for a study expected to run longer than 24 hours."""
     unit = "GPU-hours" if estimate.device == "cuda" else "CPU core-hours"
     return (f"{where}: expected wall time ~{fmt_duration(estimate.wall_s)} on this machine "
-            f"({estimate.device_hours:.1f} {unit}) exceeds 24 h; shrink it with "
-            f"{shrink_hint(estimate, train_images, max_epochs)} (or fewer candidates/seeds), "
+            f"({estimate.device_hours:.1f} {unit}) exceeds 24 h; shrink it with {hint} (or fewer candidates/seeds), "
             "or pass --yes to start it anyway")
 
 

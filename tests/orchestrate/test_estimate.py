@@ -118,8 +118,14 @@ def test_over_a_day_with_yes_or_a_confirmation_starts(tmp_path: Path, monkeypatc
     assert "starting (--yes)" in said[-1]
     assert cost.check_long_run(config, space, yes=False, interactive=True, ask=lambda _: "y", say=said.append)
     assert not cost.check_long_run(config, space, yes=False, interactive=True, ask=lambda _: "", say=said.append)
-    with pytest.raises(ConfigError, match="exceeds 24 h"):
+    with pytest.raises(ConfigError, match="exceeds 24 h") as refused:
         cost.check_long_run(config, space, yes=False, interactive=False, say=said.append)
+    # the hint's --set values do bring the study under a day
+    hint = str(refused.value).split("shrink it with ")[1].split(" (or fewer")[0].split()
+    overrides = [v for k, v in zip(hint, hint[1:], strict=False) if k == "--set"]
+    assert [o.split("=")[0] for o in overrides] == ["train.subset", "train.epochs"]
+    shrunk = load_study(_study_file(tmp_path, subset=None), overrides)
+    assert cost.estimate_cost(shrunk, load_space_of(shrunk)).wall_s <= DAY_S
 
 
 def test_a_small_study_is_not_calibrated_before_it_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
