@@ -111,7 +111,10 @@ def _start_session(config: StudyConfig, prep: Prepared, study: Any, address: str
     kwargs: dict[str, Any] = {"console": console} if console is not None else {}
     asha = config.asha
     rungs = rung_epochs(config.max_epochs, asha.grace_period, asha.reduction_factor) if asha is not None else []
-    progress = StudyProgress(config.name, config.n_trials, config.max_epochs, slots=slots, deadline=deadline,
+    planned = config.n_trials
+    if planned is None and prep.grid is not None:  # a grid study ends after every point x seed
+        planned = len(prep.grid) * len(config.seed_list)
+    progress = StudyProgress(config.name, planned, config.max_epochs, slots=slots, deadline=deadline,
                              records=load_records(study), rungs=rungs,
                              reduction_factor=None if asha is None else float(asha.reduction_factor), **kwargs)
     searcher = StudySearcher(study, prep.space, config, scheduler=scheduler, progress=progress,
