@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="join an existing Ray cluster (HOST:PORT, ray://HOST:PORT or auto) instead of a local one")
     parser.add_argument("--n-trials", type=positive_int, default=None, metavar="N",
                         help="override n_trials (COMPLETE + PRUNED to reach)")
+    parser.add_argument("--yes", action="store_true",
+                        help="start even when the estimate on this machine exceeds 24 hours (no question asked)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(config)
 
+    if not args.resume and not args.address and not _may_start(config, args.yes):
+        print("not started", file=sys.stderr)
+        return 1
     from archsearch.orchestrate.run import run_study  # lazy: imports Ray, which --dry-run and --help never need
 
     result = run_study(config, resume=args.resume, address=args.address)
@@ -43,6 +48,14 @@ def run(args: argparse.Namespace) -> int:
         return 130
     _finish(config)
     return 0
+
+
+def _may_start(config, yes: bool) -> bool:  # noqa: ANN001 - a StudyConfig
+    """A fresh local run expected to exceed a day starts only when confirmed (terminal) or with --yes."""
+    from archsearch.orchestrate.cost import check_long_run
+    from archsearch.study.lifecycle import load_space_of
+
+    return check_long_run(config, load_space_of(config), yes=yes)
 
 
 def _finish(config) -> None:  # noqa: ANN001 - a StudyConfig
@@ -109,7 +122,20 @@ def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
     print(f"  questions      {len(asked)} ({source})")
     for rq in asked:
         print(f"    {rq.question.id:24s} {rq.question.kind}: {', '.join(sorted(rq.names))}")
+    for line in _estimate_lines(config, space):
+        print(line)
     return 0
+
+
+def _estimate_lines(config, space) -> list[str]:  # noqa: ANN001 - a StudyConfig and its space
+    """The expected wall time and device-hours on this machine (calibration progress on stderr)."""
+    from archsearch.errors import ArchsearchError
+    from archsearch.orchestrate.cost import estimate_cost
+
+    try:
+        return estimate_cost(config, space, progress=lambda line: print(line, file=sys.stderr, flush=True)).lines()
+    except (ArchsearchError, RuntimeError, OSError) as exc:  # the plan above stands without it
+        return [f"  estimate       unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"]
 
 
 def _print_summary(config, result: dict) -> None:  # noqa: ANN001 - a StudyConfig

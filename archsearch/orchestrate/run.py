@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from archsearch.orchestrate.asha import rung_epochs
 from archsearch.orchestrate.prepare import inject_nan, prepare, prewarm_data, searcher_slots, trial_static
 from archsearch.orchestrate.progress import StudyProgress
 from archsearch.orchestrate.ray_backend import (
@@ -38,7 +39,7 @@ from archsearch.study.lifecycle import (
     seed_rungs,
     summary,
 )
-from archsearch.study.records import COUNTED_STATES
+from archsearch.study.records import load_records
 from archsearch.study.storage import redact
 
 
@@ -108,9 +109,14 @@ def _start_session(config: StudyConfig, prep: Prepared, study: Any, address: str
     slots = cluster_slots(config)
     deadline = t_start + config.time_budget if config.time_budget else None
     kwargs: dict[str, Any] = {"console": console} if console is not None else {}
-    counted_before = sum(t.state.name in COUNTED_STATES for t in study.get_trials(deepcopy=False))
-    progress = StudyProgress(config.name, config.n_trials, config.max_epochs, slots=slots, deadline=deadline,
-                             counted_before=counted_before, **kwargs)
+    asha = config.asha
+    rungs = rung_epochs(config.max_epochs, asha.grace_period, asha.reduction_factor) if asha is not None else []
+    planned = config.n_trials
+    if planned is None and prep.grid is not None:  # a grid study ends after every point x seed
+        planned = len(prep.grid) * len(config.seed_list)
+    progress = StudyProgress(config.name, planned, config.max_epochs, slots=slots, deadline=deadline,
+                             records=load_records(study), rungs=rungs,
+                             reduction_factor=None if asha is None else float(asha.reduction_factor), **kwargs)
     searcher = StudySearcher(study, prep.space, config, scheduler=scheduler, progress=progress,
                              static=trial_static(config), n_trials=config.n_trials, deadline=deadline,
                              inject_nan=inject_nan(), slots=searcher_slots(config, address, slots))

@@ -251,7 +251,8 @@ class StudySearcher:
             self._attr(live.trial, "branch_strategies", live.strategies)
         if epoch >= 1 and value is not None:
             self._report(live, epoch, float(value))
-            self.progress.trial_epoch(live.number, epoch, float(value))
+            seconds = result.get("epoch_seconds")
+            self.progress.trial_epoch(live.number, epoch, float(value), None if seconds is None else float(seconds))
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         live = self.live.get(trial_id)

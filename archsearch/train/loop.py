@@ -313,6 +313,10 @@ def _result(run: _Run, config: TrainConfig, data: ImageData, evaluate_test: bool
         "train_loss": last.get("train_loss"),
         "train_seconds": sum(h["epoch_seconds"] for h in history),
         "images_per_s": last.get("images_per_s"),
+        # the training loop's speed alone (steps, no validation) and a whole epoch's, averaged over this run's
+        # epochs, so a run compares with any other loop (`archsearch train --json`)
+        "train_images_per_s": _mean(h["images_per_s"] for h in history[run.start_epoch:] or history),
+        "epoch_seconds": _mean(h["epoch_seconds"] for h in history[run.start_epoch:] or history),
         "train_images": len(run.train_x),
         "val_images": len(run.val_x),
         "device": str(run.device),
@@ -332,6 +336,11 @@ def _result(run: _Run, config: TrainConfig, data: ImageData, evaluate_test: bool
         result.update(latency_of(run.name, run.net, run.device, tuple(data.train_x.shape[1:]), run.amp,
                                  run.channels_last, by_name=by_name))
     return result
+
+
+def _mean(values: Any) -> float | None:
+    values = [float(v) for v in values if v is not None]
+    return sum(values) / len(values) if values else None
 
 
 def _batches(n: int, batch_size: int) -> Iterator[slice]:

@@ -268,6 +268,9 @@ def test_cli_trains_and_reports_json(cifar10, tmp_path, capsys, monkeypatch):
     line = capsys.readouterr().out.strip().splitlines()[-1]
     summary = json.loads(line)
     assert summary["name"] == "resnet-8" and summary["epochs"] == 1 and "history" not in summary
+    # throughput, comparable with any other loop: the training loop's images/s and a whole epoch's seconds
+    assert summary["train_images_per_s"] > 0 and summary["epoch_seconds"] > 0
+    assert summary["train_images_per_s"] * summary["epoch_seconds"] > summary["train_images"]  # epoch adds validation
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["spec"]["units"] == [1, 1, 1] and len(saved["history"]) == 1
     assert (tmp_path / "out" / "checkpoint.pt").exists()
