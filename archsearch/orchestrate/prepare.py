@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from archsearch.errors import ConfigError
+from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.space.space import grid, grid_params, space_fingerprint
 from archsearch.study.config import StudyConfig
 from archsearch.study.driver import describe_driver, driver_status
@@ -107,6 +107,8 @@ def prewarm_data(config: StudyConfig) -> None:
     """Decode the dataset once here, so concurrent trials do not all decode it into the cache at once."""
     try:
         load_dataset(config.data_path or config.train_config.dataset, progress=False)
+    except ArchsearchError as exc:  # names its own path: the archive, an image in it, ARCHSEARCH_DATA, the cache
+        raise ConfigError(f"{config.path}: {'data: ' if config.data is not None else ''}{exc}") from None
     except Exception as exc:  # noqa: BLE001
         raise ConfigError(f"{config.path}: data: cannot load {config.data_path or config.train_config.dataset}: "
                           f"{exc}") from None

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from archsearch.errors import ConfigError
+from archsearch.errors import ConfigError, bound_reason
 
 # The papers' recipes (docs: architectures.md, "Training recipes"). Milestones are fractions of the
 # epoch count, so a reduced-fidelity run (fewer epochs) keeps the schedule's shape.
@@ -117,7 +117,8 @@ def make_config(config: TrainConfig | dict[str, Any] | None = None, **overrides:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "config"
-        raise ConfigError(f"train config: {where}: {err['msg']}") from None
+        reason = bound_reason(err) or err["msg"]
+        raise ConfigError(f"train config: {where}: {reason} (got {err.get('input')!r})") from None
 
 
 def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:

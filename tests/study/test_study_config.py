@@ -130,17 +130,21 @@ def test_set_overrides_parse_yaml_values(in_tmp: Path) -> None:
         ({"colour": "red"}, [], "colour", "unknown key"),
         ({}, ["asha.grace=2"], "asha.grace", "unknown key"),
         ({"n_trials": "many"}, [], "n_trials", "integer"),
-        ({"n_trials": 0}, [], "n_trials", "greater than or equal to 1"),
+        ({"n_trials": 0}, [], "n_trials", "must be ≥ 1 (got 0)"),
         ({"sampler": "cmaes"}, [], "sampler", "tpe"),
         ({"space": "missing.yaml"}, [], "space", "no such search-space file"),
         ({}, ["train.lrr=0.1"], "train.lrr", "unknown key"),
-        ({}, ["train.lr=-1"], "train.lr", "greater than 0"),
-        ({}, ["train.epochs=5"], "asha.max_epochs", "differs from train.epochs"),
+        ({}, ["train.lr=-1"], "train.lr", "must be > 0"),
+        ({}, ["train.epochs=0"], "train.epochs", "must be ≥ 1 (got 0)"),  # its own bound, not the max_epochs clash
+        ({}, ["train.epochs=0", "asha.max_epochs=0"], "asha.max_epochs", "must be ≥ 1 (got 0)"),
+        ({}, ["train.epochs=5"], "asha.max_epochs", "differs from train.epochs 5: drop asha.max_epochs"),
+        ({"asha": {"grace_period": 4}}, ["train.epochs=3"], "asha.grace_period", "more than the 3 epochs"),
+        ({}, ["asha.grace_period=1.5"], "asha.grace_period", "whole epochs, or a fraction"),
         ({}, ["train.val_size=0"], "train.val_size", "validation split"),
         ({"sampler": "nsga2", "objectives": ["val_error"]}, [], "objectives", "at least two"),
         ({"objectives": ["macs", "val_error"]}, [], "objectives", "first objective is val_error"),
         ({}, ["resources.gpus=0.3"], "resources.gpus", "divide one GPU evenly"),
-        ({}, ["resources.gpus=2"], "resources.gpus", "less than or equal to 1"),
+        ({}, ["resources.gpus=2"], "resources.gpus", "must be ≤ 1"),
         ({"time_budget": "soon"}, [], "time_budget", "duration"),
         ({"name": "a b"}, [], "name", "letters, digits"),
         ({"storage": "mongodb://x"}, [], "storage", "expected sqlite"),
@@ -160,6 +164,30 @@ def test_bad_study_files_name_file_key_and_reason(in_tmp: Path, changes: dict, o
     assert message.startswith(f"{path}: {key}:"), message
     assert reason in message, message
     assert "\n" not in message
+
+
+SHIPPED_STUDIES = sorted((REPO / "studies").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("study_file", SHIPPED_STUDIES, ids=lambda p: p.name)
+def test_set_train_epochs_composes_on_every_shipped_study(study_file: Path) -> None:
+    """The README's override: ASHA's max_epochs follows train.epochs, a fractional grace period scales."""
+    original = load_study(study_file)
+    config = load_study(study_file, ["train.epochs=20"])
+    assert config.train_config.epochs == 20 and config.max_epochs == 20
+    if config.asha is not None:
+        assert config.asha.max_epochs == 20 and 1 <= config.asha.grace_period <= 20
+        assert original.asha.max_epochs == original.train_config.epochs  # resolved, not None
+
+
+def test_fractional_grace_period_keeps_the_published_rungs(in_tmp: Path) -> None:
+    config = load_study(REPO / "studies" / "cifar10_budget1.7M.yaml")
+    assert (config.asha.grace_period, config.asha.max_epochs) == (25, 200)
+    assert load_study(REPO / "studies" / "merge_and_run_K.yaml").asha.grace_period == 50
+    assert load_study(REPO / "studies" / "warp.yaml").asha.grace_period == 25
+    assert load_study(REPO / "studies" / "warp.yaml", ["train.epochs=20"]).asha.grace_period == 3
+    same = write(in_tmp, study_dict(), "same.yaml")  # an explicit max_epochs equal to train.epochs is fine
+    assert load_study(same, ["train.epochs=3"]).max_epochs == 3
 
 
 def test_unreadable_study_files(in_tmp: Path) -> None:
