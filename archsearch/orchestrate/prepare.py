@@ -105,6 +105,10 @@ def inject_nan() -> set[int]:
 
 def prewarm_data(config: StudyConfig) -> None:
     """Decode the dataset once here, so concurrent trials do not all decode it into the cache at once."""
+    env = os.environ.get("ARCHSEARCH_DATA")
+    if config.data is None and env and not Path(env).expanduser().exists():
+        raise ConfigError(f"{config.path}: ARCHSEARCH_DATA={env}: no such file or folder (the study's data: is "
+                          "null, so trials read ARCHSEARCH_DATA: set it to the dataset archive or folder)")
     try:
         load_dataset(config.data_path or config.train_config.dataset, progress=False)
     except ArchsearchError as exc:  # names its own path: the archive, an image in it, ARCHSEARCH_DATA, the cache
