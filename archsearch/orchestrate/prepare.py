@@ -12,6 +12,7 @@ from typing import Any
 
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.space.space import grid, grid_params, space_fingerprint
+from archsearch.study.changes import train_changes
 from archsearch.study.config import StudyConfig
 from archsearch.study.driver import describe_driver, driver_status
 from archsearch.study.lifecycle import Prepared, load_space_of, summary_of_storage
@@ -70,6 +71,11 @@ def prepare(config: StudyConfig, *, resume: bool, address: str | None = None) ->
         before = attrs.get(attr)
         if before is not None and before != now:
             what = {"space": "search space", "objectives": "objectives", "train": "training settings"}[keys[attr]]
+            changed = train_changes(attrs.get("config"), config) if attr == "train_fingerprint" else []
+            if changed:
+                raise ConfigError(f"{where}: train: study {config.name!r} in {redact(url)} was created with other "
+                                  f"training settings: {'; '.join(changed)}; --set them back to resume, or choose "
+                                  "another study name or storage")
             raise ConfigError(f"{where}: {keys[attr]}: study {config.name!r} in {redact(url)} was created with "
                               f"different {what} ({before} vs now {now}); choose another study name or storage")
     alive, info = driver_status(storage, sid, config.run_dir / "driver.lock")

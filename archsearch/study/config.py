@@ -338,6 +338,9 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None, *,
     config._train = train_config
     if train_config.val_size < 1:
         raise ConfigError(f"{where}: train.val_size: a study needs a validation split (ASHA and Optuna rank by it)")
+    if config.space_path is not None and config.space_path.is_dir():
+        raise ConfigError(f"{where}: space: {config.space!r} is a directory ({config.space_path}), not a "
+                          "search-space file: name a .yaml file in it")
     if config.space_path is not None and not config.space_path.is_file():
         raise ConfigError(f"{where}: space: no such search-space file {config.space!r} (looked beside the "
                           f"study file and in {config._cwd})")

@@ -133,6 +133,7 @@ def test_set_overrides_parse_yaml_values(in_tmp: Path) -> None:
         ({"n_trials": 0}, [], "n_trials", "must be ≥ 1 (got 0)"),
         ({"sampler": "cmaes"}, [], "sampler", "tpe"),
         ({"space": "missing.yaml"}, [], "space", "no such search-space file"),
+        ({"space": "."}, [], "space", "is a directory"),
         ({}, ["train.lrr=0.1"], "train.lrr", "unknown key"),
         ({}, ["train.lr=-1"], "train.lr", "must be > 0"),
         ({}, ["train.epochs=0"], "train.epochs", "must be ≥ 1 (got 0)"),  # its own bound, not the max_epochs clash
@@ -248,6 +249,14 @@ def test_dry_run_prints_the_plan_and_stores_nothing(in_tmp: Path, capsys: pytest
     assert not (in_tmp / "runs").exists()
 
 
+def test_dry_run_names_an_unreadable_storage_once(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    url = f"postgresql://u@127.0.0.1:{_free_port()}/db"
+    path = write(in_tmp, study_dict(storage=url))
+    assert main(["run", str(path), "--dry-run"]) == 0
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("storage")]
+    assert line.count(url) == 1 and "storage:" not in line and "[cannot read: " in line, line
+
+
 def test_dry_run_of_a_grid_study(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     path = write(in_tmp, study_dict(sampler="grid", n_trials=None, seeds=2, asha=None))
     assert main(["run", str(path), "--dry-run"]) == 0
@@ -349,8 +358,10 @@ def test_existing_study_needs_resume_and_same_space(in_tmp: Path, capsys) -> Non
     assert "different objectives" in capsys.readouterr().err
 
     other_training = write(in_tmp, study_dict(), "lr.yaml")
-    assert main(["run", str(other_training), "--resume", "--set", "train.lr=0.5"]) == 2
-    assert "different training settings" in capsys.readouterr().err
+    assert main(["run", str(other_training), "--resume", "--set", "train.lr=0.5", "--set", "train.subset=128"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "was created with other training settings: train.lr: 0.1 → 0.5; train.subset: 256 → 128; --set them " \
+           "back to resume" in err and len(err.splitlines()) == 1, err
     assert digest(db) == before
 
 
