@@ -64,7 +64,9 @@ class TrainConfig(BaseModel):
     split_seed: int = 0  # fixes the validation split and subset across every trial of a study
     seed: int = 0
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    channels_last: bool | None = None
+    # NHWC memory layout. null: on CUDA only (NCHW on CPU, where some oneDNN NHWC kernels crash); auto: on CPU
+    # a child-process probe picks channels_last only where it is safe and measured faster (cached).
+    channels_last: bool | Literal["auto"] | None = None
     compile: bool = False
     threads: int | None = Field(None, ge=1)  # CPU threads for this run (restored afterwards)
     eval_batch_size: int = Field(500, ge=1)

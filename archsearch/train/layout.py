@@ -100,6 +100,20 @@ def probe(name: str, input_shape: tuple[int, ...], batch_size: int, threads: int
             "probe_s": round(time.perf_counter() - start, 2), **timings}
 
 
+def resolve_layout(setting: bool | str | None, device: torch.device, name: str | None,
+                   input_shape: tuple[int, ...], batch_size: int, num_classes: int) -> tuple[bool, str]:
+    """(use channels_last, why) for `train.channels_last` (true | false | auto | null) on `device`."""
+    if isinstance(setting, bool):
+        return setting, f"train.channels_last: {str(setting).lower()}"
+    if device.type == "cuda":
+        return True, "CUDA: channels_last (cuDNN's fast layout)"
+    if setting != "auto":
+        return False, "CPU default: NCHW (train.channels_last: auto probes channels_last)"
+    if name is None:
+        return False, "a network given as a module cannot be probed by name: NCHW"
+    return choose_channels_last(name, input_shape, batch_size, torch.get_num_threads(), num_classes)
+
+
 def choose_channels_last(name: str, input_shape: tuple[int, ...], batch_size: int, threads: int,
                          num_classes: int) -> tuple[bool, str]:
     """(use channels_last, why) for a CPU trial, probing once per key and caching the verdict."""
