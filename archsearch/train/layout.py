@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -89,8 +90,10 @@ def probe(name: str, input_shape: tuple[int, ...], batch_size: int, threads: int
     timings = json.loads(lines[-1]) if lines else None
     if proc.returncode != 0 or timings is None:
         tail = (proc.stderr.strip().splitlines() or [""])[-1][:200]
+        code = proc.returncode
+        how = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit {code}"
         return {"channels_last": False,
-                "reason": f"channels_last crashed the probe (exit {proc.returncode}: {tail}): NCHW"}
+                "reason": f"channels_last crashed the probe ({how}{': ' + tail if tail else ''}): NCHW"}
     if timings.get("nhwc_s") is None:  # NCHW ran, channels_last raised an error
         return {"channels_last": False, "reason": f"channels_last failed: {timings.get('error')}: NCHW", **timings}
     speedup = timings["nchw_s"] / timings["nhwc_s"]
