@@ -207,6 +207,18 @@ def _validate(s: ArchSpec) -> None:
         if s.shortcut == "none":
             bad("shortcut 'none' is for warp units; use 'pad' or 'proj'")
         object.__setattr__(s, "stem", 16 if s.unit == "pre" else s.widths[0])
+        _check_pad_shortcuts(s)
+
+
+def _check_pad_shortcuts(s: ArchSpec) -> None:
+    """Option-A (zero-padding) shortcuts only add channels: refuse here what the builder could not build."""
+    if s.shortcut != "pad":
+        return
+    channels = [s.stem, *(w * s.expansion for w in s.widths)]
+    for i, (a, b) in enumerate(zip(channels, channels[1:], strict=False)):
+        if b < a:
+            into = f"{a}-channel stem" if i == 0 else f"stage {i}'s {a} channels"
+            raise SpecError(f"-pad shortcuts cannot reduce channels ({into} → {b}): use -proj or widths ≥ {a}")
 
 
 # -------------------------------------------------------------------- naming
@@ -303,6 +315,8 @@ def parse_name(name: str, num_classes: int = 10) -> ArchSpec:
 
 def _parse_name(name: str, num_classes: int) -> ArchSpec:
     raw = name
+    if not name.isascii():
+        raise SpecError(f"{raw!r}: architecture names are ASCII (letters, digits 0-9, '-', '.'); {valid_forms()}")
     m = NAME_RE.match(name.strip())
     if not m:
         raise SpecError(f"cannot parse architecture name {raw!r}; {valid_forms()}")

@@ -114,7 +114,7 @@ def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
                 counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(s["counts"].items())) or "no trials"
                 existing = f"study exists: {counts}; continue it with --resume"
         except Exception as exc:  # noqa: BLE001 - the plan is still worth printing
-            existing = f"cannot read: {exc}"
+            existing = f"cannot read: {getattr(exc, 'reason', exc)}"  # the line names the storage already
     for line in describe_plan(config, space, existing):
         print(line)
     asked = study_questions(config, grid(space))  # an ambiguous question is a one-line error here too

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from archsearch.errors import ArchsearchError
+from archsearch.train.safe_load import safe_load
 
 CHECKPOINT_FILE = "checkpoint.pt"  # what archsearch.train.checkpoint writes into a trial's directory
 
@@ -39,11 +40,7 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         p = p / CHECKPOINT_FILE
     if not p.is_file():
         raise ExportError(f"{path}: no such checkpoint file")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for foreign or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"{p}: cannot read checkpoint: {first}") from None
+    obj = safe_load(p, "weights/checkpoint file")
     meta: dict[str, Any] = {}
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         meta = {k: v for k, v in obj.items() if k in ("name", "epoch", "config", "history", "version")}

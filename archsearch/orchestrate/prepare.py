@@ -10,9 +10,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from archsearch.errors import ConfigError
+from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.space.space import grid, grid_params, space_fingerprint
 from archsearch.study.asked import study_questions
+from archsearch.study.changes import train_changes
 from archsearch.study.config import StudyConfig
 from archsearch.study.driver import describe_driver, driver_status
 from archsearch.study.lifecycle import Prepared, load_space_of, summary_of_storage
@@ -72,6 +73,11 @@ def prepare(config: StudyConfig, *, resume: bool, address: str | None = None) ->
         before = attrs.get(attr)
         if before is not None and before != now:
             what = {"space": "search space", "objectives": "objectives", "train": "training settings"}[keys[attr]]
+            changed = train_changes(attrs.get("config"), config) if attr == "train_fingerprint" else []
+            if changed:
+                raise ConfigError(f"{where}: train: study {config.name!r} in {redact(url)} was created with other "
+                                  f"training settings: {'; '.join(changed)}; --set them back to resume, or choose "
+                                  "another study name or storage")
             raise ConfigError(f"{where}: {keys[attr]}: study {config.name!r} in {redact(url)} was created with "
                               f"different {what} ({before} vs now {now}); choose another study name or storage")
     alive, info = driver_status(storage, sid, config.run_dir / "driver.lock")
@@ -107,8 +113,14 @@ def inject_nan() -> set[int]:
 
 def prewarm_data(config: StudyConfig) -> None:
     """Decode the dataset once here, so concurrent trials do not all decode it into the cache at once."""
+    env = os.environ.get("ARCHSEARCH_DATA")
+    if config.data is None and env and not Path(env).expanduser().exists():
+        raise ConfigError(f"{config.path}: ARCHSEARCH_DATA={env}: no such file or folder (the study's data: is "
+                          "null, so trials read ARCHSEARCH_DATA: set it to the dataset archive or folder)")
     try:
         load_dataset(config.data_path or config.train_config.dataset, progress=False)
+    except ArchsearchError as exc:  # names its own path: the archive, an image in it, ARCHSEARCH_DATA, the cache
+        raise ConfigError(f"{config.path}: {'data: ' if config.data is not None else ''}{exc}") from None
     except Exception as exc:  # noqa: BLE001
         raise ConfigError(f"{config.path}: data: cannot load {config.data_path or config.train_config.dataset}: "
                           f"{exc}") from None

@@ -139,6 +139,8 @@ def trial_main(config: dict[str, Any]) -> None:
         payload["epoch"] = epoch
         payload["precision"] = str(metrics.get("precision", ""))
         payload["branch_strategies"] = str(metrics.get("branch_strategies", ""))
+        payload["channels_last"] = bool(metrics.get("channels_last"))  # the memory layout and why
+        payload["channels_last_reason"] = str(metrics.get("channels_last_reason", ""))
         payload["trial_seconds"] = time.perf_counter() - start
         checkpoint = None
         if persist and (ckpt_dir / "checkpoint.pt").exists():

@@ -49,6 +49,7 @@ class _Live:
     precision: str | None = None
     pauses: list[int] = field(default_factory=list)  # epochs it waited at an ASHA rung (rule: promote)
     strategies: str = ""
+    layout: str = ""
 
 
 class StudySearcher:
@@ -249,6 +250,10 @@ class StudySearcher:
         if result.get("branch_strategies") and result["branch_strategies"] != live.strategies:
             live.strategies = str(result["branch_strategies"])  # how its parallel functions ran
             self._attr(live.trial, "branch_strategies", live.strategies)
+        if result.get("channels_last_reason") and result["channels_last_reason"] != live.layout:
+            live.layout = str(result["channels_last_reason"])  # the memory layout the trial trained in, and why
+            self._attr(live.trial, "channels_last", bool(result.get("channels_last")))
+            self._attr(live.trial, "channels_last_reason", live.layout)
         if epoch >= 1 and value is not None:
             self._report(live, epoch, float(value))
             seconds = result.get("epoch_seconds")

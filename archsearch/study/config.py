@@ -10,7 +10,7 @@
     n_trials: 12                     # (architecture, seed) trials that end COMPLETE or PRUNED
     time_budget: 2h                  # no trial starts after it (running ones finish); or seconds
     seeds: 1                         # seeds per architecture (train.seed, +1, ...) or a list
-    asha: {max_epochs: 3, grace_period: 1, reduction_factor: 3}   # or null: no early stopping;
+    asha: {grace_period: 0.125, reduction_factor: 3}   # or null; grace in epochs or a fraction of them;
                                      # rule: stop (Ray's ASHA, default) | promote (pause at rungs, Li et al.)
     resources: {cpus: 1, gpus: 0.5, max_concurrent: null}           # per trial
     data: null                       # dataset archive/folder; null: ARCHSEARCH_DATA
@@ -31,7 +31,8 @@
   per seed (a failed grid point is not retried).
 - `n_trials` counts COMPLETE + PRUNED trials across all sessions of the study; FAIL ones are replaced.
 - `time_budget` applies to each `archsearch run` invocation: no trial starts after it.
-- ASHA's `max_epochs` is the training length (`train.epochs`); there is no rung at the last epoch.
+- ASHA's `max_epochs` is the training length: it defaults to `train.epochs` (another value is an error);
+  there is no rung at the last epoch.
 
 Every error is a `ConfigError` "FILE: KEY: reason" raised before anything is stored.
 """
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -48,33 +50,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from archsearch.errors import ConfigError
+from archsearch.errors import ConfigError, bound_reason
+from archsearch.study.duration import parse_duration
 from archsearch.study.questions import Question
 from archsearch.train.config import FINGERPRINT_NEUTRAL, RUNTIME_KEYS, TrainConfig
 
 RUNS_DIR = "runs"
 OBJECTIVES = ("val_error", "macs", "params")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
-
-
-def parse_duration(value: Any) -> float:
-    """3600, "90m", "1h30m", "2h", "45s" → seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected seconds or a duration such as 2h or 90m, got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        text = str(value).strip().lower().replace(" ", "")
-        parts = _DURATION_RE.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise ValueError(f"expected seconds or a duration such as 2h or 90m, got {value!r}")
-        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    if not seconds > 0:
-        raise ValueError(f"a time budget must be positive, got {value!r}")
-    return seconds
 
 
 class _Strict(BaseModel):
@@ -91,9 +75,16 @@ class AshaConfig(_Strict):
     """
 
     max_epochs: int | None = Field(None, ge=1)
-    grace_period: int = Field(1, ge=1)
+    grace_period: int | float = Field(1, gt=0)  # epochs, or a fraction (0, 1) of the epochs (0.125 of 200: 25)
     reduction_factor: float = Field(3, gt=1)
     rule: Literal["stop", "promote"] = "stop"
+
+    @field_validator("grace_period")
+    @classmethod
+    def _grace(cls, v: int | float) -> int | float:
+        if v >= 1 and v != int(v):
+            raise ValueError(f"whole epochs, or a fraction below 1 of the epochs, got {v}")
+        return int(v) if v >= 1 else v
 
 
 class Resources(_Strict):
@@ -184,7 +175,7 @@ class StudyConfig(_Strict):
         if self.n_trials is None and self.time_budget is None and self.sampler != "grid":
             raise ValueError("n_trials: give n_trials and/or time_budget (a grid study may omit both)")
         if self.asha is not None and self.asha.max_epochs is not None and self.asha.grace_period > self.asha.max_epochs:
-            raise ValueError("asha.grace_period: larger than asha.max_epochs")
+            raise ValueError("asha.grace_period: larger than asha.max_epochs")  # checked again against train.epochs
         return self
 
     # ------------------------------------------------------------------ derived values
@@ -331,11 +322,9 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None, *,
         raise ConfigError(f"{where}: train: expected a mapping of training settings")
     train = dict(data.get("train") or {})
     asha = data.get("asha")
-    if isinstance(asha, dict) and asha.get("max_epochs") is not None:
-        if train.get("epochs") is not None and train["epochs"] != asha["max_epochs"]:
-            raise ConfigError(f"{where}: asha.max_epochs: {asha['max_epochs']} differs from train.epochs "
-                              f"{train['epochs']} (give one, or the same)")
-        train["epochs"] = asha["max_epochs"]
+    max_epochs = asha.get("max_epochs") if isinstance(asha, dict) else None
+    if "epochs" not in train and type(max_epochs) is int and max_epochs >= 1:  # it alone sets the training length
+        train["epochs"] = max_epochs
     try:
         config = StudyConfig.model_validate(data)
     except ValidationError as exc:
@@ -344,14 +333,16 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None, *,
         train_config = TrainConfig.model_validate(train)
     except ValidationError as exc:
         raise ConfigError(_pydantic_message(where, exc, prefix="train")) from None
+    if config.asha is not None:
+        config.asha = _resolve_asha(config.asha, train_config.epochs, where)
     config._path = file.resolve()
     config._cwd = Path.cwd().resolve()
     config._train = train_config
-    if config.asha is not None and config.asha.grace_period > train_config.epochs:
-        raise ConfigError(f"{where}: asha.grace_period: {config.asha.grace_period} is more than the "
-                          f"{train_config.epochs} epochs a trial trains")
     if train_config.val_size < 1:
         raise ConfigError(f"{where}: train.val_size: a study needs a validation split (ASHA and Optuna rank by it)")
+    if config.space_path is not None and config.space_path.is_dir():
+        raise ConfigError(f"{where}: space: {config.space!r} is a directory ({config.space_path}), not a "
+                          "search-space file: name a .yaml file in it")
     if config.space_path is not None and not config.space_path.is_file():
         raise ConfigError(f"{where}: space: no such search-space file {config.space!r} (looked beside the "
                           f"study file and in {config._cwd})")
@@ -360,12 +351,29 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None, *,
     return config
 
 
+def _resolve_asha(asha: AshaConfig, epochs: int, where: str) -> AshaConfig:
+    """`max_epochs` defaults to `train.epochs` (an explicit other value is an error); a fractional grace
+    period becomes epochs, so `--set train.epochs=N` keeps the rungs' shape."""
+    if asha.max_epochs is not None and asha.max_epochs != epochs:
+        raise ConfigError(f"{where}: asha.max_epochs: {asha.max_epochs} differs from train.epochs {epochs}: drop "
+                          f"asha.max_epochs (it defaults to train.epochs) or --set asha.max_epochs={epochs}")
+    grace = asha.grace_period
+    if grace < 1:
+        grace = max(1, math.ceil(grace * epochs - 1e-9))
+    if grace > epochs:
+        raise ConfigError(f"{where}: asha.grace_period: {int(grace)} is more than the {epochs} epochs a trial "
+                          f"trains: --set asha.grace_period=N with N ≤ {epochs}, or a fraction such as 0.125")
+    return asha.model_copy(update={"max_epochs": epochs, "grace_period": int(grace)})
+
+
 def _pydantic_message(where: str, exc: ValidationError, prefix: str = "") -> str:
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "literal[", "int", "list["))]
     key = ".".join(([prefix] if prefix else []) + loc) or prefix or "study"
     msg = err["msg"]
-    if err["type"] == "extra_forbidden":
+    if bound_reason(err):
+        msg = bound_reason(err)
+    elif err["type"] == "extra_forbidden":
         msg = "unknown key"
     elif err["type"] == "missing":
         msg = "required key is missing"

@@ -113,11 +113,18 @@ def open_storage(url: str, *, where: str = "storage", create: bool = True) -> An
         raise
     except ImportError as exc:  # the driver itself, or Optuna's "Failed to import DB access module"
         driver = getattr(exc, "name", None) or getattr(exc.__cause__, "name", None) or url.split(":", 1)[0]
-        raise ConfigError(f"{where}: storage: cannot open {redact(given)}: the database driver for {driver!r} "
-                          "is not installed (PostgreSQL: pip install 'archsearch[postgres]', i.e. "
-                          "psycopg2-binary)") from None
+        raise StorageOpenError(where, given, f"the database driver for {driver!r} is not installed (PostgreSQL: "
+                               "pip install 'archsearch[postgres]', i.e. psycopg2-binary)") from None
     except Exception as exc:  # noqa: BLE001 - any failure to open is bad input for the user
-        raise ConfigError(f"{where}: storage: cannot open {redact(given)}: {_first_line(exc)}") from None
+        raise StorageOpenError(where, given, _first_line(exc)) from None
+
+
+class StorageOpenError(ConfigError):
+    """"WHERE: storage: cannot open URL: REASON"; `reason` alone for a line that already names the storage."""
+
+    def __init__(self, where: str, url: str, reason: str) -> None:
+        super().__init__(f"{where}: storage: cannot open {redact(url)}: {reason}")
+        self.reason = reason
 
 
 def _first_line(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ from torch import nn
 
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.train.config import RUNTIME_KEYS, TrainConfig
+from archsearch.train.safe_load import safe_load
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
@@ -37,7 +38,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     p = _checkpoint_path(path)
     if not p.exists():
         raise ArchsearchError(f"{p}: no checkpoint")
-    return torch.load(p, map_location="cpu", weights_only=True)
+    ckpt = safe_load(p, "checkpoint file")
+    if not isinstance(ckpt, dict) or "history" not in ckpt:
+        raise ArchsearchError(f"{p}: not an archsearch checkpoint file (no training history in it)")
+    return ckpt
 
 
 def load_checkpoint_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:

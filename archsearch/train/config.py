@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from archsearch.errors import ConfigError
+from archsearch.errors import ConfigError, bound_reason
 
 # The papers' recipes (docs: architectures.md, "Training recipes"). Milestones are fractions of the
 # epoch count, so a reduced-fidelity run (fewer epochs) keeps the schedule's shape.
@@ -64,7 +64,9 @@ class TrainConfig(BaseModel):
     split_seed: int = 0  # fixes the validation split and subset across every trial of a study
     seed: int = 0
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
-    channels_last: bool | None = None
+    # NHWC memory layout. null: on CUDA only (NCHW on CPU, where some oneDNN NHWC kernels crash); auto: on CPU
+    # a child-process probe picks channels_last only where it is safe and measured faster (cached).
+    channels_last: bool | Literal["auto"] | None = None
     compile: bool = False
     threads: int | None = Field(None, ge=1)  # CPU threads for this run (restored afterwards)
     eval_batch_size: int = Field(500, ge=1)
@@ -117,7 +119,8 @@ def make_config(config: TrainConfig | dict[str, Any] | None = None, **overrides:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "config"
-        raise ConfigError(f"train config: {where}: {err['msg']}") from None
+        reason = bound_reason(err) or err["msg"]
+        raise ConfigError(f"train config: {where}: {reason} (got {err.get('input')!r})") from None
 
 
 def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:

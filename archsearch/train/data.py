@@ -8,9 +8,11 @@ augmented there with batched index arithmetic (`archsearch.train.augment`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +20,13 @@ import torch
 from torch import Tensor
 
 from archsearch.cache import cache_dir
-from archsearch.errors import ConfigError
+from archsearch.errors import ArchsearchError, ConfigError
+from archsearch.train.safe_load import safe_load
 from archsearch.train.sources import dataset_key, decode_torchvision, decode_tree, image_files, resolve_source
 
 CACHE_VERSION = 1
+CACHE_ENV = "ARCHSEARCH_CACHE"
+CACHE_KEYS = frozenset({"train_x", "train_y", "test_x", "test_y", "classes", "mean", "std", "source", "version"})
 
 
 @dataclass(frozen=True)
@@ -85,10 +90,9 @@ def load_dataset(
     else:
         name = dataset_key(source.name) or re.sub(r"(\.tar\.gz|\.tgz|\.tar)$", "", source.name.lower())
     cache_file = cache_dir() / f"{name}-{_content_key(source, name)}.pt"
-    from_cache = cache_file.exists()
-    if from_cache:
-        blob = torch.load(cache_file, map_location="cpu", weights_only=True, mmap=True)
-    else:
+    blob = _read_cache(cache_file)
+    from_cache = blob is not None
+    if blob is None:
         if isinstance(source, tuple):
             blob = decode_torchvision(name, source[1], download)
         else:
@@ -96,10 +100,7 @@ def load_dataset(
         blob["mean"], blob["std"] = channel_stats(blob["train_x"])
         blob["source"] = str(source[1] if isinstance(source, tuple) else source)
         blob["version"] = CACHE_VERSION
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
-        torch.save(blob, tmp)
-        os.replace(tmp, cache_file)
+        _write_cache(cache_file, blob)
     return ImageData(
         name=name,
         train_x=blob["train_x"],
@@ -112,6 +113,38 @@ def load_dataset(
         source=blob["source"],
         from_cache=from_cache,
     )
+
+
+def _read_cache(cache_file: Path) -> dict | None:
+    """The cached decode, or None when there is none or it is damaged (it is only a cache: decode again)."""
+    if not cache_file.exists():
+        return None
+    try:
+        blob = safe_load(cache_file, "decoded-data cache file", mmap=True)
+    except ArchsearchError as exc:
+        if "permission denied" in str(exc):
+            raise ArchsearchError(f"{cache_file}: cannot read the decoded-data cache (permission denied): "
+                                  f"make it readable or point {CACHE_ENV} at another folder") from None
+        blob = None
+    if isinstance(blob, dict) and CACHE_KEYS <= blob.keys() and blob.get("version") == CACHE_VERSION:
+        return blob
+    print(f"archsearch: {cache_file}: damaged decoded-data cache, decoding the dataset again", file=sys.stderr)
+    return None
+
+
+def _write_cache(cache_file: Path, blob: dict) -> None:
+    """Replace the cache atomically; an unwritable cache folder costs a decode next time, never the run."""
+    tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(blob, tmp)
+        os.replace(tmp, cache_file)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        print(f"archsearch: cannot write the decoded-data cache {cache_file.parent} ({exc.strerror}): using the "
+              f"decoded data without caching it; point {CACHE_ENV} at a writable folder to skip decoding next time",
+              file=sys.stderr)
 
 
 def split_indices(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -89,8 +90,10 @@ def probe(name: str, input_shape: tuple[int, ...], batch_size: int, threads: int
     timings = json.loads(lines[-1]) if lines else None
     if proc.returncode != 0 or timings is None:
         tail = (proc.stderr.strip().splitlines() or [""])[-1][:200]
+        code = proc.returncode
+        how = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit {code}"
         return {"channels_last": False,
-                "reason": f"channels_last crashed the probe (exit {proc.returncode}: {tail}): NCHW"}
+                "reason": f"channels_last crashed the probe ({how}{': ' + tail if tail else ''}): NCHW"}
     if timings.get("nhwc_s") is None:  # NCHW ran, channels_last raised an error
         return {"channels_last": False, "reason": f"channels_last failed: {timings.get('error')}: NCHW", **timings}
     speedup = timings["nchw_s"] / timings["nhwc_s"]
@@ -98,6 +101,20 @@ def probe(name: str, input_shape: tuple[int, ...], batch_size: int, threads: int
     why = f"channels_last {speedup:.2f}x NCHW in the probe" + ("" if use else ": NCHW")
     return {"channels_last": use, "reason": why, "speedup": round(speedup, 3),
             "probe_s": round(time.perf_counter() - start, 2), **timings}
+
+
+def resolve_layout(setting: bool | str | None, device: torch.device, name: str | None,
+                   input_shape: tuple[int, ...], batch_size: int, num_classes: int) -> tuple[bool, str]:
+    """(use channels_last, why) for `train.channels_last` (true | false | auto | null) on `device`."""
+    if isinstance(setting, bool):
+        return setting, f"train.channels_last: {str(setting).lower()}"
+    if device.type == "cuda":
+        return True, "CUDA: channels_last (cuDNN's fast layout)"
+    if setting != "auto":
+        return False, "CPU default: NCHW (train.channels_last: auto probes channels_last)"
+    if name is None:
+        return False, "a network given as a module cannot be probed by name: NCHW"
+    return choose_channels_last(name, input_shape, batch_size, torch.get_num_threads(), num_classes)
 
 
 def choose_channels_last(name: str, input_shape: tuple[int, ...], batch_size: int, threads: int,

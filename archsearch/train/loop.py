@@ -39,6 +39,7 @@ from archsearch.train.checkpoint import (
 from archsearch.train.config import TrainConfig, lr_factor, make_config
 from archsearch.train.data import ImageData, load_dataset, split_indices
 from archsearch.train.evaluate import evaluate, latency_of, precise_bn_images, recalibrate_bn
+from archsearch.train.layout import resolve_layout
 from archsearch.train.precision import autocast, precision_name, resolve_device, resolve_precision, sync_device
 
 
@@ -111,6 +112,7 @@ class _Run:
     device: torch.device
     amp: torch.dtype | None
     channels_last: bool
+    layout_reason: str
     train_x: Tensor
     train_y: Tensor
     val_x: Tensor
@@ -177,7 +179,10 @@ def _prepare(spec_or_name: Any, config: TrainConfig, data: ImageData, device: to
     """Build the network (seeded), carve the split, move it to the device, set up the optimiser."""
     torch.manual_seed(config.seed)  # the builder's He init draws from the global generator
     net, name = _build(spec_or_name, data.num_classes, config.branch_strategy)
-    amp, channels_last = resolve_precision(config, device)
+    amp, _ = resolve_precision(config, device)
+    channels_last, layout_reason = resolve_layout(
+        config.channels_last, device, None if isinstance(spec_or_name, nn.Module) else name,
+        tuple(data.train_x.shape[1:]), config.batch_size, data.num_classes)
     net = net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     model = torch.compile(net) if config.compile else net
 
@@ -196,7 +201,7 @@ def _prepare(spec_or_name: Any, config: TrainConfig, data: ImageData, device: to
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     data_gen = torch.Generator().manual_seed(config.seed)
-    return _Run(name, net, model, device, amp, channels_last, train_x, train_y, val_x, val_y, normalize,
+    return _Run(name, net, model, device, amp, channels_last, layout_reason, train_x, train_y, val_x, val_y, normalize,
                 steps_per_epoch, optimizer, scaler, criterion, data_gen)
 
 
@@ -232,6 +237,8 @@ def _run_epoch(run: _Run, config: TrainConfig, epoch: int, progress: bool) -> di
         "images_per_s": seen / fit_s,
         "precision": run.precision,
         "branch_strategies": strategies_used(run.net),
+        "channels_last": run.channels_last,
+        "channels_last_reason": run.layout_reason,
     }
     run.history.append(metrics)
     if bar is not None:
@@ -322,6 +329,7 @@ def _result(run: _Run, config: TrainConfig, data: ImageData, evaluate_test: bool
         "device": str(run.device),
         "precision": run.precision,
         "channels_last": run.channels_last,
+        "channels_last_reason": run.layout_reason,
         "resumed_from_epoch": run.start_epoch,
         "history": history,
     }

@@ -58,7 +58,8 @@ def resolve_precision(config: TrainConfig, device: torch.device) -> tuple[torch.
     # NHWC is cuDNN's fast layout. On CPU it is opt-in: oneDNN's AVX2 backward of a strided 1x1 convolution
     # with fewer than ~8 input channels in channels_last corrupts the heap or hangs (PyTorch 2.14.1, AMD EPYC),
     # and narrow fitted networks at small budgets have exactly these projection shortcuts.
-    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    # `auto` is settled by archsearch.train.layout.resolve_layout (a probe on CPU); here it means CUDA only.
+    channels_last = config.channels_last if isinstance(config.channels_last, bool) else device.type == "cuda"
     return _amp_dtype(config, device), channels_last
 
 

@@ -67,7 +67,8 @@ def resolve_source(dataset: str | os.PathLike = "cifar10") -> Path | tuple[str, 
     if env:
         env_path = Path(env).expanduser()
         if not env_path.exists():
-            raise ConfigError(f"ARCHSEARCH_DATA={env}: no such file or folder")
+            raise ConfigError(f"ARCHSEARCH_DATA={env}: no such file or folder (set ARCHSEARCH_DATA to the dataset "
+                              "archive or folder, or unset it)")
         if _is_archive(env_path) or _is_tree(env_path):
             if dataset_key(env_path.name) in (None, name):
                 return env_path
@@ -87,8 +88,8 @@ def image_files(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / f
 
 
-def _read_items(source: Path, progress: bool) -> Iterator[tuple[str, str, bytes]]:
-    """(split, class, encoded bytes) for each image under `<split>/<class>/` of an archive or folder."""
+def _read_items(source: Path, progress: bool) -> Iterator[tuple[str, str, str, bytes]]:
+    """(split, class, path inside the source, encoded bytes) for each image under `<split>/<class>/`."""
     if source.is_file():
         with tarfile.open(source, "r:*") as tf:
             for member in tqdm(tf, desc=f"reading {source.name}", unit=" files", disable=not progress):
@@ -96,31 +97,39 @@ def _read_items(source: Path, progress: bool) -> Iterator[tuple[str, str, bytes]
                 if member.isfile() and len(parts) >= 3 and parts[-1].lower().endswith(IMAGE_SUFFIXES):
                     fh = tf.extractfile(member)
                     if fh is not None:
-                        yield parts[-3], parts[-2], fh.read()
+                        yield parts[-3], parts[-2], member.name, fh.read()
     else:
         files = sorted(image_files(source))
         for file in tqdm(files, desc=f"reading {source.name}", unit=" files", disable=not progress):
             parts = file.relative_to(source).parts
             if len(parts) == 3:
-                yield parts[0], parts[1], file.read_bytes()
+                yield parts[0], parts[1], "/".join(parts), file.read_bytes()
 
 
-def _decode_chunk(blobs: list[bytes]) -> list[Tensor]:
+class ImageDecodeError(ConfigError):
+    """An image in a dataset that no decoder reads; the message names its path inside the archive/folder."""
+
+
+def _decode_chunk(items: list[tuple[str, bytes]]) -> list[Tensor]:
     from torchvision.io import ImageReadMode, decode_image  # lazy: ~3 s to import, needed only without a cache
 
     out = []
-    for blob in blobs:
+    for name, blob in items:
         data = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
         try:
             out.append(decode_image(data, mode=ImageReadMode.RGB))
         except RuntimeError:  # formats libjpeg/libpng reject: let PIL try
-            img = np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
+            try:
+                img = np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                reason = str(exc).split(" <_io.", 1)[0].strip().rstrip(":") or type(exc).__name__
+                raise ImageDecodeError(f"{name}: damaged or not an image ({reason})") from None
             out.append(torch.from_numpy(img.copy()).permute(2, 0, 1))
     return out
 
 
-def decode_images(blobs: list[bytes], *, progress: bool = True, chunk: int = 1000) -> Tensor:
-    """Decode encoded images into one uint8 N×3×H×W tensor (all images must share one size)."""
+def decode_images(blobs: list[tuple[str, bytes]], *, progress: bool = True, chunk: int = 1000) -> Tensor:
+    """Decode (name, encoded image) pairs into one uint8 N×3×H×W tensor (all images must share one size)."""
     if not blobs:
         return torch.empty(0, 3, 32, 32, dtype=torch.uint8)
     chunks = [blobs[i : i + chunk] for i in range(0, len(blobs), chunk)]
@@ -140,22 +149,25 @@ def decode_images(blobs: list[bytes], *, progress: bool = True, chunk: int = 100
 
 def decode_tree(source: Path, progress: bool) -> dict:
     """Decode an archive or folder: {train_x, train_y, test_x, test_y, classes}, classes sorted by name."""
-    splits: dict[str, list[tuple[str, bytes]]] = {}
-    for split, cls, blob in _read_items(source, progress):
-        splits.setdefault(split, []).append((cls, blob))
+    splits: dict[str, list[tuple[str, str, bytes]]] = {}
+    for split, cls, name, blob in _read_items(source, progress):
+        splits.setdefault(split, []).append((cls, name, blob))
     if "train" not in splits:
         raise ConfigError(f"{source}: no train/<class>/ images (found splits: {sorted(splits) or 'none'})")
     test_name = next((s for s in TEST_SPLITS if s in splits), None)
-    classes = sorted({cls for cls, _ in splits["train"]})
+    classes = sorted({cls for cls, _, _ in splits["train"]})
     index = {c: i for i, c in enumerate(classes)}
     out: dict = {"classes": classes}
     for key, split in (("train", "train"), ("test", test_name)):
         items = splits.get(split, []) if split else []
-        unknown = {cls for cls, _ in items} - index.keys()
+        unknown = {cls for cls, _, _ in items} - index.keys()
         if unknown:
             raise ConfigError(f"{source}: {split} has classes not in train: {sorted(unknown)[:5]}")
-        out[f"{key}_x"] = decode_images([b for _, b in items], progress=progress)
-        out[f"{key}_y"] = torch.tensor([index[c] for c, _ in items], dtype=torch.int64)
+        try:
+            out[f"{key}_x"] = decode_images([(n, b) for _, n, b in items], progress=progress)
+        except ImageDecodeError as exc:
+            raise ImageDecodeError(f"{source}: {exc}") from None
+        out[f"{key}_y"] = torch.tensor([index[c] for c, _, _ in items], dtype=torch.int64)
     if out["test_x"].shape[1:] != out["train_x"].shape[1:] and len(out["test_x"]):
         raise ConfigError(f"{source}: train and {test_name} images differ in size")
     return out

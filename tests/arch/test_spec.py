@@ -116,6 +116,10 @@ BAD_NAMES = {
     "resnet-20-zzz": "unknown suffix",
     "resnet-21-bottleneck": "9n\\+2",
     "dvanet-20-K2-pad-proj": "twice",
+    "multiresnet-8-k6-c6": r"-pad shortcuts cannot reduce channels \(16-channel stem → 6\): use -proj or widths ≥ 16",
+    "resnet-8-c20.10.40-pad": r"cannot reduce channels \(stage 1's 20 channels → 10\): use -proj or widths ≥ 20",
+    "resnet-２０": "architecture names are ASCII",
+    "resnet-20-c１６": "architecture names are ASCII",
 }
 
 
@@ -127,7 +131,20 @@ def test_bad_names_name_the_reason_and_valid_forms(name: str, reason: str) -> No
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["resnet-111", "dmrnet-56-K0", "wrn-40-2-b9", "warpnet-37-4-K4"])
+def test_every_name_the_parser_accepts_builds() -> None:
+    """The parser refuses what the builder would: -proj of the same widths builds."""
+    import torch
+
+    from archsearch.nn.build import build
+
+    net = build("multiresnet-8-k6-c6-proj", strategy="loop")
+    assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    with pytest.raises(SpecError, match="cannot reduce channels"):
+        ArchSpec(unit="pre", widths=(6, 12, 24), shortcut="pad")  # the dict/spec form is checked too
+
+
+@pytest.mark.parametrize("name", ["resnet-111", "dmrnet-56-K0", "wrn-40-2-b9", "warpnet-37-4-K4",
+                                  "multiresnet-8-k6-c6", "resnet-２０"])
 def test_count_cli_bad_name_exit_2_one_line(name: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "archsearch.cli", "count", name], capture_output=True, text=True)
     assert proc.returncode == 2

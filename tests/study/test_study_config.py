@@ -130,17 +130,22 @@ def test_set_overrides_parse_yaml_values(in_tmp: Path) -> None:
         ({"colour": "red"}, [], "colour", "unknown key"),
         ({}, ["asha.grace=2"], "asha.grace", "unknown key"),
         ({"n_trials": "many"}, [], "n_trials", "integer"),
-        ({"n_trials": 0}, [], "n_trials", "greater than or equal to 1"),
+        ({"n_trials": 0}, [], "n_trials", "must be ≥ 1 (got 0)"),
         ({"sampler": "cmaes"}, [], "sampler", "tpe"),
         ({"space": "missing.yaml"}, [], "space", "no such search-space file"),
+        ({"space": "."}, [], "space", "is a directory"),
         ({}, ["train.lrr=0.1"], "train.lrr", "unknown key"),
-        ({}, ["train.lr=-1"], "train.lr", "greater than 0"),
-        ({}, ["train.epochs=5"], "asha.max_epochs", "differs from train.epochs"),
+        ({}, ["train.lr=-1"], "train.lr", "must be > 0"),
+        ({}, ["train.epochs=0"], "train.epochs", "must be ≥ 1 (got 0)"),  # its own bound, not the max_epochs clash
+        ({}, ["train.epochs=0", "asha.max_epochs=0"], "asha.max_epochs", "must be ≥ 1 (got 0)"),
+        ({}, ["train.epochs=5"], "asha.max_epochs", "differs from train.epochs 5: drop asha.max_epochs"),
+        ({"asha": {"grace_period": 4}}, ["train.epochs=3"], "asha.grace_period", "more than the 3 epochs"),
+        ({}, ["asha.grace_period=1.5"], "asha.grace_period", "whole epochs, or a fraction"),
         ({}, ["train.val_size=0"], "train.val_size", "validation split"),
         ({"sampler": "nsga2", "objectives": ["val_error"]}, [], "objectives", "at least two"),
         ({"objectives": ["macs", "val_error"]}, [], "objectives", "first objective is val_error"),
         ({}, ["resources.gpus=0.3"], "resources.gpus", "divide one GPU evenly"),
-        ({}, ["resources.gpus=2"], "resources.gpus", "less than or equal to 1"),
+        ({}, ["resources.gpus=2"], "resources.gpus", "must be ≤ 1"),
         ({"time_budget": "soon"}, [], "time_budget", "duration"),
         ({"name": "a b"}, [], "name", "letters, digits"),
         ({"storage": "mongodb://x"}, [], "storage", "expected sqlite"),
@@ -160,6 +165,30 @@ def test_bad_study_files_name_file_key_and_reason(in_tmp: Path, changes: dict, o
     assert message.startswith(f"{path}: {key}:"), message
     assert reason in message, message
     assert "\n" not in message
+
+
+SHIPPED_STUDIES = sorted((REPO / "studies").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("study_file", SHIPPED_STUDIES, ids=lambda p: p.name)
+def test_set_train_epochs_composes_on_every_shipped_study(study_file: Path) -> None:
+    """The README's override: ASHA's max_epochs follows train.epochs, a fractional grace period scales."""
+    original = load_study(study_file)
+    config = load_study(study_file, ["train.epochs=20"])
+    assert config.train_config.epochs == 20 and config.max_epochs == 20
+    if config.asha is not None:
+        assert config.asha.max_epochs == 20 and 1 <= config.asha.grace_period <= 20
+        assert original.asha.max_epochs == original.train_config.epochs  # resolved, not None
+
+
+def test_fractional_grace_period_keeps_the_published_rungs(in_tmp: Path) -> None:
+    config = load_study(REPO / "studies" / "cifar10_budget1.7M.yaml")
+    assert (config.asha.grace_period, config.asha.max_epochs) == (25, 200)
+    assert load_study(REPO / "studies" / "merge_and_run_K.yaml").asha.grace_period == 50
+    assert load_study(REPO / "studies" / "warp.yaml").asha.grace_period == 25
+    assert load_study(REPO / "studies" / "warp.yaml", ["train.epochs=20"]).asha.grace_period == 3
+    same = write(in_tmp, study_dict(), "same.yaml")  # an explicit max_epochs equal to train.epochs is fine
+    assert load_study(same, ["train.epochs=3"]).max_epochs == 3
 
 
 def test_unreadable_study_files(in_tmp: Path) -> None:
@@ -218,6 +247,14 @@ def test_dry_run_prints_the_plan_and_stores_nothing(in_tmp: Path, capsys: pytest
                  "rungs at epochs [1, 2]", "upper bound    6 trials x 3 epochs = 18 trial-epochs", "[0, 1]"):
         assert text in out, text
     assert not (in_tmp / "runs").exists()
+
+
+def test_dry_run_names_an_unreadable_storage_once(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    url = f"postgresql://u@127.0.0.1:{_free_port()}/db"
+    path = write(in_tmp, study_dict(storage=url))
+    assert main(["run", str(path), "--dry-run"]) == 0
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("storage")]
+    assert line.count(url) == 1 and "storage:" not in line and "[cannot read: " in line, line
 
 
 def test_dry_run_of_a_grid_study(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
@@ -321,8 +358,10 @@ def test_existing_study_needs_resume_and_same_space(in_tmp: Path, capsys) -> Non
     assert "different objectives" in capsys.readouterr().err
 
     other_training = write(in_tmp, study_dict(), "lr.yaml")
-    assert main(["run", str(other_training), "--resume", "--set", "train.lr=0.5"]) == 2
-    assert "different training settings" in capsys.readouterr().err
+    assert main(["run", str(other_training), "--resume", "--set", "train.lr=0.5", "--set", "train.subset=128"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "was created with other training settings: train.lr: 0.1 → 0.5; train.subset: 256 → 128; --set them " \
+           "back to resume" in err and len(err.splitlines()) == 1, err
     assert digest(db) == before
 
 
