@@ -184,7 +184,7 @@ def test_set_train_epochs_composes_on_every_shipped_study(study_file: Path) -> N
 def test_fractional_grace_period_keeps_the_published_rungs(in_tmp: Path) -> None:
     config = load_study(REPO / "studies" / "cifar10_budget1.7M.yaml")
     assert (config.asha.grace_period, config.asha.max_epochs) == (25, 200)
-    assert load_study(REPO / "studies" / "merge_and_run_K.yaml").asha.grace_period == 50
+    assert load_study(REPO / "studies" / "wrn_depth_width.yaml").asha.grace_period == 25
     assert load_study(REPO / "studies" / "warp.yaml").asha.grace_period == 25
     assert load_study(REPO / "studies" / "warp.yaml", ["train.epochs=20"]).asha.grace_period == 3
     same = write(in_tmp, study_dict(), "same.yaml")  # an explicit max_epochs equal to train.epochs is fine
