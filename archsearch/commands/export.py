@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from archsearch.commands import positive_int
 from archsearch.errors import ArchsearchError
+from archsearch.study.runs import resolve_runs_dir
 
 if TYPE_CHECKING:
     from archsearch.export.writer import ExportResult
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 def _study(storage: str, name: str, args: argparse.Namespace, verify: bool) -> int:
     from archsearch.export.writer import export_study
 
-    out = args.out or Path("runs") / name / "export"
+    out = args.out or resolve_runs_dir()[0] / name / "export"  # beside the study (ARCHSEARCH_RUNS)
     results = export_study(storage, name, out, top=DEFAULT_TOP if args.top is None else args.top, verify=verify)
     for rank, result in enumerate(results, start=1):
         _print_result(result, rank)

@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="join an existing Ray cluster (HOST:PORT, ray://HOST:PORT or auto) instead of a local one")
     parser.add_argument("--n-trials", type=positive_int, default=None, metavar="N",
                         help="override n_trials (COMPLETE + PRUNED to reach)")
+    parser.add_argument("--runs-dir", default=None, metavar="DIR",
+                        help="results folder (default: $ARCHSEARCH_RUNS, else runs/ in the working directory)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,16 +33,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n_trials is not None and args.n_trials < 1:
         raise ConfigError(f"{args.study}: --n-trials: must be at least 1, got {args.n_trials}")
-    config = load_study(args.study, args.overrides, n_trials=args.n_trials)
+    config = load_study(args.study, args.overrides, n_trials=args.n_trials, runs_dir=args.runs_dir)
     if args.dry_run:
-        return _dry_run(config)
+        return _dry_run(config, args.address)
 
     from archsearch.orchestrate.run import run_study  # lazy: imports Ray, which --dry-run and --help never need
 
     result = run_study(config, resume=args.resume, address=args.address)
     _print_summary(config, result)
     if result.get("session_interrupted"):
-        return 130
+        return int(result.get("exit_code") or 130)  # 128 + the signal: SIGINT 130, SIGHUP 129, SIGTERM 143
     _finish(config)
     return 0
 
@@ -80,8 +82,10 @@ def _shown(path: str | Path) -> str:
         return str(path)
 
 
-def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
+def _dry_run(config, address: str | None = None) -> int:  # noqa: ANN001 - a StudyConfig
+    from archsearch.errors import ConfigError
     from archsearch.orchestrate.plan import describe_plan
+    from archsearch.orchestrate.preflight import problems
     from archsearch.study.lifecycle import load_existing_study, load_space_of, summary
     from archsearch.study.storage import open_storage, storage_exists, study_id
 
@@ -100,6 +104,10 @@ def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
             existing = f"cannot read: {exc}"
     for line in describe_plan(config, space, existing):
         print(line)
+    found = problems(config, address=address)
+    if found:  # what `run` would refuse, all at once, each with its fix
+        raise ConfigError(f"{config.path}: cannot run here: " + "; ".join(found))
+    print("  checks         results folder writable, data found, resources fit: ok")
     return 0
 
 

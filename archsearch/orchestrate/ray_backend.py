@@ -33,6 +33,7 @@ from ray.tune.search import Searcher
 
 from archsearch.errors import ConfigError
 from archsearch.orchestrate.asha import PromotionRungs, StopRungs
+from archsearch.orchestrate.preflight import resource_problems
 from archsearch.orchestrate.prepare import check_address
 from archsearch.orchestrate.searcher import FINISHED, StudySearcher
 from archsearch.study.config import StudyConfig
@@ -68,6 +69,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     """Start a local Ray (no dashboard, no usage stats, workers' output kept out of our view) or join one."""
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
+    quiet_token_notice()
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     try:
         if address:
@@ -81,6 +83,20 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         raise ConfigError(f"--address: {address or 'local'}: cannot start or join Ray: {exc}") from None
 
 
+def _not_token_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Token authentication is")
+
+
+def quiet_token_notice() -> None:
+    """Drop Ray's "Token authentication is enabled/disabled" notice (every run, nothing to act on).
+
+    A logging filter, not RAY_AUTH_MODE: the authentication itself stays as Ray chooses it.
+    """
+    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if _not_token_notice not in log.filters:
+        log.addFilter(_not_token_notice)
+
+
 def shutdown_ray() -> None:
     with contextlib.suppress(Exception):
         ray.shutdown()
@@ -89,13 +105,9 @@ def shutdown_ray() -> None:
 def check_cluster(config: StudyConfig) -> None:
     """Refuse per-trial resources the Ray cluster can never offer (Tune would wait for them forever)."""
     total = ray.cluster_resources()
-    r = config.resources
-    if r.cpus > total.get("CPU", 0):
-        raise ConfigError(f"{config.path}: resources.cpus: {r.cpus:g} per trial, but the Ray cluster has "
-                          f"{total.get('CPU', 0):g} CPUs")
-    if r.gpus > total.get("GPU", 0):
-        raise ConfigError(f"{config.path}: resources.gpus: {r.gpus:g} per trial, but the Ray cluster has "
-                          f"{total.get('GPU', 0):g} GPUs")
+    found = resource_problems(config, total.get("CPU", 0), total.get("GPU", 0), where="the Ray cluster")
+    if found:
+        raise ConfigError(f"{config.path}: cannot run here: " + "; ".join(found))
 
 
 def cluster_slots(config: StudyConfig) -> int:

@@ -49,9 +49,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from archsearch.errors import ConfigError
+from archsearch.study.runs import RUNS_DIR, resolve_runs_dir
 from archsearch.train.config import FINGERPRINT_NEUTRAL, RUNTIME_KEYS, TrainConfig
 
-RUNS_DIR = "runs"
 OBJECTIVES = ("val_error", "macs", "params")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
@@ -134,6 +134,8 @@ class StudyConfig(_Strict):
 
     _path: Path = PrivateAttr(default=Path("study.yaml"))
     _cwd: Path = PrivateAttr(default=Path("."))
+    _runs: Path | None = PrivateAttr(default=None)
+    _runs_source: str = PrivateAttr(default="the working directory")
     _train: Any = PrivateAttr(default=None)
 
     @field_validator("name")
@@ -218,8 +220,20 @@ class StudyConfig(_Strict):
 
     @property
     def run_dir(self) -> Path:
-        """runs/<name>/ under the working directory `archsearch run` was started in."""
-        return self._cwd / RUNS_DIR / self.name
+        """<runs folder>/<name>/: --runs-dir, else ARCHSEARCH_RUNS, else runs/ in the working directory."""
+        return (self._runs or self._cwd / RUNS_DIR) / self.name
+
+    @property
+    def runs_source(self) -> str:
+        """Where the results folder comes from, for messages: "--runs-dir", "ARCHSEARCH_RUNS" or the CWD."""
+        return self._runs_source
+
+    @property
+    def storage_source(self) -> str:
+        """Where the storage URL comes from, so a `--resume` that finds nothing can say where it looked."""
+        if self.storage is not None:
+            return f"storage: in {self._path}"
+        return f"the results folder {self.run_dir.parent}, from {self._runs_source}"
 
     @property
     def space_path(self) -> Path | None:
@@ -306,7 +320,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], where: str) -> d
 
 
 def load_study(path: str | os.PathLike, overrides: list[str] | None = None, *,
-               n_trials: int | None = None) -> StudyConfig:
+               n_trials: int | None = None, runs_dir: str | os.PathLike | None = None) -> StudyConfig:
     """Read and validate a study file with `--set` overrides; errors → ConfigError naming file and key."""
     file = Path(path).expanduser()
     where = str(path)
@@ -344,6 +358,7 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None, *,
         raise ConfigError(_pydantic_message(where, exc, prefix="train")) from None
     config._path = file.resolve()
     config._cwd = Path.cwd().resolve()
+    config._runs, config._runs_source = resolve_runs_dir(runs_dir, config._cwd)
     config._train = train_config
     if config.asha is not None and config.asha.grace_period > train_config.epochs:
         raise ConfigError(f"{where}: asha.grace_period: {config.asha.grace_period} is more than the "
