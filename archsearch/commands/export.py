@@ -73,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
 def _study(storage: str, name: str, args: argparse.Namespace, verify: bool) -> int:
     from archsearch.export.writer import export_study
 
-    out = args.out or resolve_runs_dir()[0] / name / "export"  # beside the study (ARCHSEARCH_RUNS)
+    runs = resolve_runs_dir()[0]  # beside the study (ARCHSEARCH_RUNS), shown as typed
+    runs = runs.relative_to(Path.cwd().resolve()) if runs.is_relative_to(Path.cwd().resolve()) else runs
+    out = args.out or runs / name / "export"
     results = export_study(storage, name, out, top=DEFAULT_TOP if args.top is None else args.top, verify=verify)
     for rank, result in enumerate(results, start=1):
         _print_result(result, rank)

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     name, storage = study_location(args)
     study = load_study(name, storage)
-    run_dir = resolve_runs_dir()[0] / name  # the folder `archsearch run` wrote (ARCHSEARCH_RUNS)
+    runs = resolve_runs_dir()[0]  # the folder `archsearch run` wrote (ARCHSEARCH_RUNS), shown as typed
+    run_dir = (runs.relative_to(Path.cwd().resolve()) if runs.is_relative_to(Path.cwd().resolve()) else runs) / name
     out = args.out if args.out is not None else run_dir / "report"
     artifacts = out / "artifacts" if args.out is not None else run_dir / "artifacts"
     path = write_report(study, out, seed=args.seed, n_boot=args.n_boot, artifact_dir=artifacts)

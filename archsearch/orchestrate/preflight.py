@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.study.config import StudyConfig
 from archsearch.train.sources import resolve_source
@@ -51,9 +53,7 @@ def resource_problems(config: StudyConfig, cpus: float, gpus: float, where: str 
 
 
 def local_gpus() -> int:
-    """GPUs a local Ray would offer (torch is imported only when a study asks for GPUs)."""
-    import torch  # heavy: only for studies that ask for GPUs
-
+    """GPUs a local Ray would offer (asked only of studies that want GPUs)."""
     return torch.cuda.device_count()
 
 

@@ -20,6 +20,7 @@ from archsearch.study.storage import open_storage, redact, storage_exists, study
 from archsearch.train.data import load_dataset
 
 FAULT_ENV = "ARCHSEARCH_INJECT_NAN"  # test hook: comma-separated trial numbers trained to diverge
+ABORT_ENV = "ARCHSEARCH_INJECT_ABORT"  # test hook: comma-separated trial numbers whose worker calls os.abort()
 PASS_ENV = ("ARCHSEARCH_CACHE", "ARCHSEARCH_DATA")
 
 
@@ -110,9 +111,9 @@ def trial_static(config: StudyConfig) -> dict[str, Any]:
     }
 
 
-def inject_nan() -> set[int]:
-    """Test hook: the trial numbers `ARCHSEARCH_INJECT_NAN` asks to diverge."""
-    raw = os.environ.get(FAULT_ENV, "")
+def inject_nan(env: str = FAULT_ENV) -> set[int]:
+    """Test hook: the trial numbers `ARCHSEARCH_INJECT_NAN` (or `env`) names."""
+    raw = os.environ.get(env, "")
     return {int(x) for x in raw.replace(" ", "").split(",") if x}
 
 

@@ -135,6 +135,8 @@ def trial_main(config: dict[str, Any]) -> None:
     start = time.perf_counter()
     os.environ.update(config.get("env") or {})
     overrides: dict[str, Any] = {"seed": config["seed"], "threads": config["threads"]}
+    if config.get("inject_abort"):
+        os.abort()  # test hook: a native crash of the worker (ARCHSEARCH_INJECT_ABORT)
     if config.get("inject_nan"):
         overrides["lr"] = 1e30  # test hook: diverge at once so the trial must end as FAIL
     train_config = make_config(config["train"], **overrides)
@@ -165,7 +167,6 @@ def trial_main(config: dict[str, Any]) -> None:
         if result.get(key) is not None:
             final[key] = float(result[key])
     tune.report(final)
-
 
 
 
@@ -287,7 +288,6 @@ class PromotingASHA(FIFOScheduler):
         return f"ASHA (pause & promote) rungs {self.milestones}, {len(self.paused)} paused"
 
 
-
 # ---------------------------------------------------------------------------------- searcher and callbacks
 
 
@@ -357,7 +357,6 @@ def _error_reason(trial: Any) -> str:
         text = Path(err_file).read_text(errors="replace")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("Failure #")]
     return f"worker error: {lines[-1]}" if lines else "worker error: Ray reported no details"
-
 
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archsearch.orchestrate import preflight
-from archsearch.orchestrate.prepare import inject_nan, prepare, prewarm_data, searcher_slots, trial_static
+from archsearch.orchestrate.prepare import ABORT_ENV, inject_nan, prepare, prewarm_data, searcher_slots, trial_static
 from archsearch.orchestrate.progress import StudyProgress
 from archsearch.orchestrate.ray_backend import (
     PromotingASHA,
@@ -141,7 +141,8 @@ def _start_session(config: StudyConfig, prep: Prepared, study: Any, address: str
                              counted_before=counted_before, **kwargs)
     searcher = StudySearcher(study, prep.space, config, scheduler=scheduler, progress=progress,
                              static=trial_static(config), n_trials=config.n_trials, deadline=deadline,
-                             inject_nan=inject_nan(), slots=searcher_slots(config, address, slots))
+                             inject_nan=inject_nan(), slots=searcher_slots(config, address, slots),
+                             inject_abort=inject_nan(ABORT_ENV))
     if isinstance(scheduler, PromotingASHA):
         scheduler.may_start_new = searcher.may_start_new
         scheduler.may_promote = lambda: deadline is None or time.time() < deadline
