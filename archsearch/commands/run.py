@@ -129,8 +129,9 @@ def _print_summary(config, result: dict) -> None:  # noqa: ANN001 - a StudyConfi
         print("best: no full-fidelity COMPLETE trial yet")
     if result.get("continued"):
         print(f"continued interrupted trials {result['continued']} from their checkpoints")
-    print(f"results: {result['storage']} (Optuna); checkpoints in {_shown(Path(result['run_dir']) / 'trials')}; "
-          f"Ray logs in {_shown(result['ray_dir'])}")
+    ray_logs = f"; Ray logs in {_shown(result['ray_dir'])}" if Path(result["ray_dir"]).is_dir() else ""
+    print(f"results: {result['storage']} (Optuna); checkpoints in {_shown(Path(result['run_dir']) / 'trials')}"
+          + ray_logs)
     print(f"inspect: archsearch dashboard {_shown(config.path)}")
     if result.get("session_interrupted"):
         print(f"interrupted: continue with `archsearch run {_shown(config.path)} --resume`", file=sys.stderr)

@@ -387,8 +387,10 @@ def make_tuner(config: StudyConfig, searcher: StudySearcher, scheduler: Any, run
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
-    # Ray's "Resume experiment with: Tuner.restore(...)" would mislead: `--resume` reads Optuna instead.
+    # Ray's "Resume experiment with: Tuner.restore(...)" would mislead: `--resume` reads Optuna instead,
+    # and Ray's experiment state (whose upload can race a short session's end) is never read back.
     logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+    logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
     return tuner
 
 

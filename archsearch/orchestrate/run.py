@@ -109,7 +109,8 @@ def _drive(config: StudyConfig, prep: Prepared, address: str | None, t_start: fl
     # 1's actor to start (~4 s); the searcher itself never has more trials live than slots.
     with session.progress, _env_unless_set("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, session.slots))):
         try:
-            tuner.fit()
+            if session.searcher.may_start_new():  # a finished study: no Tune experiment (nor its sync errors)
+                tuner.fit()
         finally:
             session.searcher.finalize()
     t_end = time.time()

@@ -6,6 +6,7 @@ are in test_run_signals.py.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from pathlib import Path
@@ -138,3 +139,14 @@ def test_sigterm_and_sighup_act_as_ctrl_c_and_a_second_signal_ends_at_once() -> 
                 os.kill(os.getpid(), signal.SIGTERM)
             assert second.value.signum == sig
         assert signal.getsignal(sig) is not stops._handler  # restored after the run
+
+
+def test_ray_token_notice_is_silenced(caplog) -> None:
+    from archsearch.orchestrate.ray_backend import quiet_token_notice
+
+    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    quiet_token_notice()
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        log.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out.")
+        log.warning("another warning")
+    assert [r.getMessage() for r in caplog.records if r.name == log.name] == ["another warning"]
