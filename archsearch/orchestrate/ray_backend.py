@@ -390,6 +390,7 @@ def make_tuner(config: StudyConfig, searcher: StudySearcher, scheduler: Any, run
     # Ray's "Resume experiment with: Tuner.restore(...)" would mislead: `--resume` reads Optuna instead,
     # and Ray's experiment state (whose upload can race a short session's end) is never read back.
     logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+    logging.getLogger("ray.tune.tune").addFilter(lambda r: not str(r.msg).startswith("Trials did not complete"))
     logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
     return tuner
 

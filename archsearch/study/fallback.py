@@ -30,8 +30,13 @@ def is_native_crash(reason: str) -> bool:
 
 
 def crash_note(reason: str) -> str:
-    """The `fallback` attribute of the crashed trial: what happened and what was done."""
-    return f"native crash: {_short(reason)}; retried with NCHW + loop"
+    """The `fallback` attribute of the crashed trial: what happened and what was done.
+
+    Ray's reason is a paragraph of troubleshooting advice; its "Worker exit detail" sentence is the fact.
+    """
+    detail = reason.split("Worker exit detail:", 1)[1].strip().split(". ")[0] if "Worker exit detail:" in reason \
+        else reason
+    return f"native crash: worker process died ({_short(detail, 120)}); retried with NCHW + loop"
 
 
 def enqueue_fallback(study: Any, trial: Any, reason: str) -> dict[str, Any] | None:

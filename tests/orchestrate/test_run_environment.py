@@ -150,3 +150,16 @@ def test_ray_token_notice_is_silenced(caplog) -> None:
         log.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out.")
         log.warning("another warning")
     assert [r.getMessage() for r in caplog.records if r.name == log.name] == ["another warning"]
+
+
+def test_dashboard_report_and_export_resolve_the_same_folder(study_file: Path, tmp_path: Path, capsys,
+                                                             monkeypatch) -> None:
+    from archsearch.commands.report import study_file_location
+
+    runs = tmp_path / "results"
+    monkeypatch.setenv("ARCHSEARCH_RUNS", str(runs))
+    assert study_file_location(study_file) == ("env", f"sqlite:///{runs}/env/study.db")  # report and export
+    line = one_error(capsys, ["dashboard", str(study_file)])
+    assert f"storage: sqlite:///{runs}/env/study.db does not exist yet" in line
+    line = one_error(capsys, ["dashboard", str(study_file), "--runs-dir", str(tmp_path / "flag")])
+    assert f"sqlite:///{tmp_path}/flag/env/study.db" in line

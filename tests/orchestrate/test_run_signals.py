@@ -83,7 +83,7 @@ def test_a_native_crash_is_retried_once_with_the_safe_fallback(tmp_path: Path) -
     trials = load(f"sqlite:///{tmp_path}/runs/crash/study.db", "crash").get_trials()
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"], out[-4000:]
     crashed, retried = trials
-    assert crashed.user_attrs["fallback"].startswith("native crash: ")
+    assert crashed.user_attrs["fallback"].startswith("native crash: worker process died (Worker unexpectedly exits")
     assert crashed.user_attrs["fallback"].endswith("; retried with NCHW + loop")
     assert retried.user_attrs["retry_of"] == 0 and retried.params == crashed.params
     assert retried.user_attrs["seed"] == crashed.user_attrs["seed"]
