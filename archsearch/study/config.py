@@ -1,6 +1,6 @@
 """Study files (`studies/*.yaml`): one pydantic schema, `--set` overrides, resolved paths, the plan.
 
-    name: tiny                       # study name in the storage; results go to runs/<name>/ (CWD)
+    name: tiny                       # study name in the storage; results go to runs/<name>/ (study.runs)
     storage: null                    # null: sqlite runs/<name>/study.db; or any SQLAlchemy URL
                                      # (postgresql://...), or journal:PATH (Optuna journal file)
     space: ../search_spaces/x.yaml   # relative to this file, else to the working directory;
