@@ -232,7 +232,7 @@ class StudyConfig(_Strict):
     def storage_source(self) -> str:
         """Where the storage URL comes from, so a `--resume` that finds nothing can say where it looked."""
         if self.storage is not None:
-            return f"storage: in {self._path}"
+            return f"the storage: key of {self._path}"
         return f"the results folder {self.run_dir.parent}, from {self._runs_source}"
 
     @property

@@ -87,7 +87,7 @@ def test_resume_of_a_study_that_never_ran_is_an_error(study_file: Path, capsys) 
     assert not (study_file.parent / "runs").exists()
     optuna.create_study(study_name="env", storage=f"sqlite:///{study_file.parent}/db.sqlite")  # created, 0 trials
     line = one_error(capsys, ["run", str(study_file), "--resume", "--set", f"storage=sqlite:///{study_file.parent}/db.sqlite"])
-    assert "has no stored trials" in line and f"storage: in {study_file}" in line
+    assert "has no stored trials" in line and f"the storage: key of {study_file}" in line
 
 
 def test_run_without_resume_on_a_stored_study_says_how_to_go_on(study_file: Path, capsys) -> None:
