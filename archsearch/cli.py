@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     except ArchsearchError as exc:
         print(f"archsearch {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"archsearch {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # a second stop signal during `run` carries its number (signals.Stopped)
+        signum = getattr(exc, "signum", 2)
+        print(f"archsearch {args.command}: interrupted ({exc or 'SIGINT'}), stopped at once", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from archsearch.analysis.best import BestResult, best_k, wrn_analysis
 from archsearch.analysis.candidates import CandidateSummary, summarize
+from archsearch.analysis.failures import failure_lines
 from archsearch.analysis.fidelity import FidelityCheck, fidelity_check
 from archsearch.analysis.landscape import EDF, ParetoFront, PathLengthResult, edfs, pareto, path_length_analysis
 from archsearch.analysis.stats import LEVEL, N_BOOT
@@ -32,6 +33,7 @@ class StudyAnalysis:
     n_boot: int
     level: float
     precisions: dict[str, int] = field(default_factory=dict)  # among the trials that feed answers
+    failures: list[str] = field(default_factory=list)  # the report's first lines: crashes, families all failed
 
     @property
     def mixed_precision(self) -> bool:
@@ -60,4 +62,5 @@ def analyze(
         n_boot=n_boot,
         level=level,
         precisions=dict(Counter(r.precision or "unrecorded" for r in records if r.usable)),
+        failures=failure_lines(records),
     )

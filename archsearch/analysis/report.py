@@ -196,6 +196,7 @@ def render_markdown(name: str, a: StudyAnalysis, figures: list[FigureFiles], bas
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(a.states.items())) or "no trials"
     out = [
         f"# Study report: {name}", "",
+        *a.failures,
         f"Trials: {states}; {a.n_full_fidelity} complete at full fidelity feed the answers (pruned, "
         f"failed and reduced-fidelity trials never do). Intervals: {100 * a.level:g} % bootstrap over "
         f"seeds ({a.n_boot} resamples, seed {a.seed}).", "",

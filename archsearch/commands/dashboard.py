@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="the same overrides given to `archsearch run` (e.g. a different storage)")
+    parser.add_argument("--runs-dir", default=None, metavar="DIR",
+                        help="the results folder `archsearch run` used (default: $ARCHSEARCH_RUNS, else ./runs)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from archsearch.study.config import load_study
     from archsearch.study.storage import open_storage, redact, storage_exists, study_id
 
-    config = load_study(args.study, args.overrides)
+    config = load_study(args.study, args.overrides, runs_dir=args.runs_dir)
     url = config.storage_url
     if storage_exists(url) is False:
         raise ConfigError(f"{args.study}: storage: {redact(url)} does not exist yet; start the study with "

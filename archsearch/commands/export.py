@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from archsearch.commands import positive_int
 from archsearch.errors import ArchsearchError
+from archsearch.study.runs import resolve_runs_dir
 
 if TYPE_CHECKING:
     from archsearch.export.writer import ExportResult
@@ -72,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
 def _study(storage: str, name: str, args: argparse.Namespace, verify: bool) -> int:
     from archsearch.export.writer import export_study
 
-    out = args.out or Path("runs") / name / "export"
+    runs = resolve_runs_dir()[0]  # beside the study (ARCHSEARCH_RUNS), shown as typed
+    runs = runs.relative_to(Path.cwd().resolve()) if runs.is_relative_to(Path.cwd().resolve()) else runs
+    out = args.out or runs / name / "export"
     results = export_study(storage, name, out, top=DEFAULT_TOP if args.top is None else args.top, verify=verify)
     for rank, result in enumerate(results, start=1):
         _print_result(result, rank)

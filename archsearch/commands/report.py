@@ -14,6 +14,7 @@ from typing import Any
 
 from archsearch.commands import positive_int
 from archsearch.errors import ConfigError
+from archsearch.study.runs import resolve_runs_dir
 
 HELP = "write a study's report (n0, best K, WRN width/depth, EDFs, Pareto fronts, fidelity checks)"
 
@@ -34,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     name, storage = study_location(args)
     study = load_study(name, storage)
-    run_dir = Path("runs") / name
+    runs = resolve_runs_dir()[0]  # the folder `archsearch run` wrote (ARCHSEARCH_RUNS), shown as typed
+    run_dir = (runs.relative_to(Path.cwd().resolve()) if runs.is_relative_to(Path.cwd().resolve()) else runs) / name
     out = args.out if args.out is not None else run_dir / "report"
     artifacts = out / "artifacts" if args.out is not None else run_dir / "artifacts"
     path = write_report(study, out, seed=args.seed, n_boot=args.n_boot, artifact_dir=artifacts)

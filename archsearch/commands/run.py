@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="join an existing Ray cluster (HOST:PORT, ray://HOST:PORT or auto) instead of a local one")
     parser.add_argument("--n-trials", type=positive_int, default=None, metavar="N",
                         help="override n_trials (COMPLETE + PRUNED to reach)")
+    parser.add_argument("--runs-dir", default=None, metavar="DIR",
+                        help="results folder (default: $ARCHSEARCH_RUNS, else runs/ in the working directory)")
     parser.add_argument("--yes", action="store_true",
                         help="start even when the estimate on this machine exceeds 24 hours (no question asked)")
 
@@ -33,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n_trials is not None and args.n_trials < 1:
         raise ConfigError(f"{args.study}: --n-trials: must be at least 1, got {args.n_trials}")
-    config = load_study(args.study, args.overrides, n_trials=args.n_trials)
+    config = load_study(args.study, args.overrides, n_trials=args.n_trials, runs_dir=args.runs_dir)
     if args.dry_run:
-        return _dry_run(config)
+        return _dry_run(config, args.address)
 
     if not args.resume and not args.address and not _may_start(config, args.yes):
         print("not started", file=sys.stderr)
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_study(config, resume=args.resume, address=args.address)
     _print_summary(config, result)
     if result.get("session_interrupted"):
-        return 130
+        return int(result.get("exit_code") or 130)  # 128 + the signal: SIGINT 130, SIGHUP 129, SIGTERM 143
     _finish(config)
     return 0
 
@@ -95,8 +97,10 @@ def _shown(path: str | Path) -> str:
         return str(path)
 
 
-def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
+def _dry_run(config, address: str | None = None) -> int:  # noqa: ANN001 - a StudyConfig
+    from archsearch.errors import ConfigError
     from archsearch.orchestrate.plan import describe_plan
+    from archsearch.orchestrate.preflight import problems
     from archsearch.space.space import grid
     from archsearch.study.asked import study_questions
     from archsearch.study.lifecycle import load_existing_study, load_space_of, summary
@@ -122,6 +126,10 @@ def _dry_run(config) -> int:  # noqa: ANN001 - a StudyConfig
     print(f"  questions      {len(asked)} ({source})")
     for rq in asked:
         print(f"    {rq.question.id:24s} {rq.question.kind}: {', '.join(sorted(rq.names))}")
+    found = problems(config, address=address)
+    if found:  # what `run` would refuse, all at once, each with its fix
+        raise ConfigError(f"{config.path}: cannot run here: " + "; ".join(found))
+    print("  checks         results folder writable, data found, resources fit: ok")
     for line in _estimate_lines(config, space):
         print(line)
     return 0
@@ -156,8 +164,9 @@ def _print_summary(config, result: dict) -> None:  # noqa: ANN001 - a StudyConfi
         print("best: no full-fidelity COMPLETE trial yet")
     if result.get("continued"):
         print(f"continued interrupted trials {result['continued']} from their checkpoints")
-    print(f"results: {result['storage']} (Optuna); checkpoints in {_shown(Path(result['run_dir']) / 'trials')}; "
-          f"Ray logs in {_shown(result['ray_dir'])}")
+    ray_logs = f"; Ray logs in {_shown(result['ray_dir'])}" if Path(result["ray_dir"]).is_dir() else ""
+    print(f"results: {result['storage']} (Optuna); checkpoints in {_shown(Path(result['run_dir']) / 'trials')}"
+          + ray_logs)
     print(f"inspect: archsearch dashboard {_shown(config.path)}")
     if result.get("session_interrupted"):
         print(f"interrupted: continue with `archsearch run {_shown(config.path)} --resume`", file=sys.stderr)

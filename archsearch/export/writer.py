@@ -38,6 +38,7 @@ from archsearch.nn.complexity import count
 from archsearch.study.config import load_study
 from archsearch.study.lifecycle import load_existing_study
 from archsearch.study.records import Architecture, rank_architectures, record_of
+from archsearch.study.runs import resolve_runs_dir
 from archsearch.study.storage import redact, storage_file
 from archsearch.yamlfile import load_yaml
 
@@ -290,7 +291,8 @@ def is_spec_mapping(data: dict[str, Any]) -> bool:
 
 
 def default_storage(name: str) -> str:
-    return f"sqlite:///runs/{name}/study.db"
+    """The storage `archsearch run` gives a study without `storage:`: study.db in the resolved results folder."""
+    return f"sqlite:///{resolve_runs_dir()[0] / name / 'study.db'}"
 
 
 def study_location(path: str | Path) -> tuple[str, str]:

@@ -17,7 +17,7 @@ def describe_plan(config: StudyConfig, space: Any, existing: str | None = None, 
     seeds = config.seed_list
     lines = [f"study {config.name}  ({config.path})"]
     lines.append(f"  storage        {redact(config.storage_url)}" + (f"  [{existing}]" if existing else "  [new]"))
-    lines.append(f"  results        {config.run_dir}/")
+    lines.append(f"  results        {config.run_dir}/  (from {config.runs_source})")
     space_name = config.space_path if config.space_path is not None else "inline"
     distinct = len({p.name for p in points})
     same = f" ({distinct} distinct architectures: duplicates run once)" if distinct < len(points) else ""

@@ -11,16 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from archsearch.errors import ArchsearchError, ConfigError
+from archsearch.orchestrate.preflight import make_run_dir
 from archsearch.space.space import grid, grid_params, space_fingerprint
 from archsearch.study.asked import study_questions
 from archsearch.study.changes import train_changes
 from archsearch.study.config import StudyConfig
 from archsearch.study.driver import describe_driver, driver_status
 from archsearch.study.lifecycle import Prepared, load_space_of, summary_of_storage
-from archsearch.study.storage import open_storage, redact, study_id
+from archsearch.study.storage import open_storage, redact, storage_exists, study_id
 from archsearch.train.data import load_dataset
 
 FAULT_ENV = "ARCHSEARCH_INJECT_NAN"  # test hook: comma-separated trial numbers trained to diverge
+ABORT_ENV = "ARCHSEARCH_INJECT_ABORT"  # test hook: comma-separated trial numbers whose worker calls os.abort()
 PASS_ENV = ("ARCHSEARCH_CACHE", "ARCHSEARCH_DATA")
 
 
@@ -59,10 +61,13 @@ def prepare(config: StudyConfig, *, resume: bool, address: str | None = None) ->
     if address:
         check_address(address)
     url = config.storage_url
-    if config.storage is None:
-        config.run_dir.mkdir(parents=True, exist_ok=True)
+    if resume and storage_exists(url) is False:  # never create a storage for --resume: it would start over
+        raise ConfigError(nothing_to_resume(config))
+    make_run_dir(config)
     storage = open_storage(url, where=where)
     sid = study_id(storage, config.name)
+    if sid is None and resume:
+        raise ConfigError(nothing_to_resume(config))
     if sid is None:
         return Prepared(config, space, storage, False, fingerprint, points)
     attrs = storage.get_study_user_attrs(sid)
@@ -85,11 +90,20 @@ def prepare(config: StudyConfig, *, resume: bool, address: str | None = None) ->
         raise ConfigError(f"{where}: name: study {config.name!r} is being run right now ({describe_driver(info)}); "
                           "wait for it, or stop it and pass --resume")
     n = len(storage.get_all_trials(sid, deepcopy=False))
+    if resume and not n:
+        raise ConfigError(nothing_to_resume(config))
     if n and not resume:
         s = summary_of_storage(storage, sid)
         raise ConfigError(f"{where}: name: study {config.name!r} already has {n} trials ({s}) in {redact(url)}; "
                           "pass --resume to continue it, or choose another name")
     return Prepared(config, space, storage, True, fingerprint, points)
+
+
+def nothing_to_resume(config: StudyConfig) -> str:
+    """`--resume` found no stored trials: say where it looked and why there (it never starts over)."""
+    return (f"{config.path}: --resume: study {config.name!r} has no stored trials in {redact(config.storage_url)} "
+            f"(storage from {config.storage_source}); run from the folder it ran in, name that folder with "
+            "--runs-dir DIR or ARCHSEARCH_RUNS, or drop --resume to start it")
 
 
 def trial_static(config: StudyConfig) -> dict[str, Any]:
@@ -105,9 +119,9 @@ def trial_static(config: StudyConfig) -> dict[str, Any]:
     }
 
 
-def inject_nan() -> set[int]:
-    """Test hook: the trial numbers `ARCHSEARCH_INJECT_NAN` asks to diverge."""
-    raw = os.environ.get(FAULT_ENV, "")
+def inject_nan(env: str = FAULT_ENV) -> set[int]:
+    """Test hook: the trial numbers `ARCHSEARCH_INJECT_NAN` (or `env`) names."""
+    raw = os.environ.get(env, "")
     return {int(x) for x in raw.replace(" ", "").split(",") if x}
 
 

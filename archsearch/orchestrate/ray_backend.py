@@ -33,7 +33,9 @@ from ray.tune.search import Searcher
 
 from archsearch.errors import ConfigError
 from archsearch.orchestrate.asha import PromotionRungs, StopRungs
+from archsearch.orchestrate.preflight import resource_problems
 from archsearch.orchestrate.prepare import check_address
+from archsearch.orchestrate.quiet import quiet_token_notice
 from archsearch.orchestrate.searcher import FINISHED, StudySearcher
 from archsearch.study.config import StudyConfig
 from archsearch.train.config import make_config
@@ -68,6 +70,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     """Start a local Ray (no dashboard, no usage stats, workers' output kept out of our view) or join one."""
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
+    quiet_token_notice()
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     try:
         if address:
@@ -89,13 +92,9 @@ def shutdown_ray() -> None:
 def check_cluster(config: StudyConfig) -> None:
     """Refuse per-trial resources the Ray cluster can never offer (Tune would wait for them forever)."""
     total = ray.cluster_resources()
-    r = config.resources
-    if r.cpus > total.get("CPU", 0):
-        raise ConfigError(f"{config.path}: resources.cpus: {r.cpus:g} per trial, but the Ray cluster has "
-                          f"{total.get('CPU', 0):g} CPUs")
-    if r.gpus > total.get("GPU", 0):
-        raise ConfigError(f"{config.path}: resources.gpus: {r.gpus:g} per trial, but the Ray cluster has "
-                          f"{total.get('GPU', 0):g} GPUs")
+    found = resource_problems(config, total.get("CPU", 0), total.get("GPU", 0), where="the Ray cluster")
+    if found:
+        raise ConfigError(f"{config.path}: cannot run here: " + "; ".join(found))
 
 
 def cluster_slots(config: StudyConfig) -> int:
@@ -123,6 +122,8 @@ def trial_main(config: dict[str, Any]) -> None:
     start = time.perf_counter()
     os.environ.update(config.get("env") or {})
     overrides: dict[str, Any] = {"seed": config["seed"], "threads": config["threads"]}
+    if config.get("inject_abort"):
+        os.abort()  # test hook: a native crash of the worker (ARCHSEARCH_INJECT_ABORT)
     if config.get("inject_nan"):
         overrides["lr"] = 1e30  # test hook: diverge at once so the trial must end as FAIL
     train_config = make_config(config["train"], **overrides)
@@ -155,7 +156,6 @@ def trial_main(config: dict[str, Any]) -> None:
         if result.get(key) is not None:
             final[key] = float(result[key])
     tune.report(final)
-
 
 
 
@@ -277,7 +277,6 @@ class PromotingASHA(FIFOScheduler):
         return f"ASHA (pause & promote) rungs {self.milestones}, {len(self.paused)} paused"
 
 
-
 # ---------------------------------------------------------------------------------- searcher and callbacks
 
 
@@ -350,7 +349,6 @@ def _error_reason(trial: Any) -> str:
 
 
 
-
 # ---------------------------------------------------------------------------------- the experiment
 
 
@@ -378,8 +376,11 @@ def make_tuner(config: StudyConfig, searcher: StudySearcher, scheduler: Any, run
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),
     )
-    # Ray's "Resume experiment with: Tuner.restore(...)" would mislead: `--resume` reads Optuna instead.
+    # Ray's "Resume experiment with: Tuner.restore(...)" would mislead: `--resume` reads Optuna instead,
+    # and Ray's experiment state (whose upload can race a short session's end) is never read back.
     logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+    logging.getLogger("ray.tune.tune").addFilter(lambda r: not str(r.msg).startswith("Trials did not complete"))
+    logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
     return tuner
 
 

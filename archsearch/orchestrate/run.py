@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from archsearch.orchestrate import preflight
 from archsearch.orchestrate.asha import rung_epochs
-from archsearch.orchestrate.prepare import inject_nan, prepare, prewarm_data, searcher_slots, trial_static
+from archsearch.orchestrate.prepare import ABORT_ENV, inject_nan, prepare, prewarm_data, searcher_slots, trial_static
 from archsearch.orchestrate.progress import StudyProgress
 from archsearch.orchestrate.ray_backend import (
     PromotingASHA,
@@ -29,6 +31,7 @@ from archsearch.orchestrate.ray_backend import (
     shutdown_ray,
 )
 from archsearch.orchestrate.searcher import StudySearcher
+from archsearch.orchestrate.signals import Stopped, stop_like_ctrl_c
 from archsearch.study.config import StudyConfig
 from archsearch.study.driver import DriverLock
 from archsearch.study.lifecycle import (
@@ -53,51 +56,77 @@ class _Session:
     slots: int
 
 
+@dataclass
+class _Held:
+    """The driver lock once taken, and the state it is released with."""
+
+    lock: DriverLock | None = None
+    state: str = "failed"
+
+
 def run_study(config: StudyConfig, *, resume: bool = False, address: str | None = None, console: Any = None,
               num_cpus: int | None = None, num_gpus: int | None = None) -> dict[str, Any]:
-    """Run (or resume) a study to its n_trials / time budget; returns `storage.summary` plus run facts."""
+    """Run (or resume) a study to its n_trials / time budget; returns `storage.summary` plus run facts.
+
+    SIGTERM and SIGHUP stop it like Ctrl-C (`signals`); `exit_code` in the result is 128 + that signal.
+    A second signal raises `Stopped` at once (the driver lock is still released).
+    """
     t_start = time.time()
+    preflight.check(config, address=address, num_cpus=num_cpus)
     prep = prepare(config, resume=resume, address=address)
     if not address:
         prewarm_data(config)
     init_ray(address, num_cpus=num_cpus, num_gpus=num_gpus)
-    lock = None
-    state = "failed"
+    held = _Held()
     try:
-        check_cluster(config)
-        study = open_study(prep)
-        lock = DriverLock(prep.storage, study._study_id, config.run_dir / "driver.lock")
-        lock.acquire()
-        interrupted = mark_interrupted(study)
-        continued = enqueue_continuations(study)
-        session = _start_session(config, prep, study, address, t_start, console)
-        run_name = time.strftime("session-%Y%m%d-%H%M%S")
-        tuner = make_tuner(config, session.searcher, session.scheduler, run_name)
-        t_fit = time.time()
-        # With a custom searcher Tune keeps one trial pending at a time, so slot 2 would wait for trial
-        # 1's actor to start (~4 s); the searcher itself never has more trials live than slots.
-        with session.progress, _env_unless_set("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, session.slots))):
+        with stop_like_ctrl_c() as stops:
             try:
-                tuner.fit()
-            finally:
-                session.searcher.finalize()
-        t_end = time.time()
-        searcher = session.searcher
-        state = "interrupted" if searcher.interrupted else "finished"
-        out = summary(study)
-        out.update(
-            storage=redact(config.storage_url), run_dir=str(config.run_dir),
-            ray_dir=str(config.run_dir / "ray" / run_name),
-            session_interrupted=searcher.interrupted, marked_interrupted=interrupted,
-            continued=[c[0] for c in continued],
-            started=searcher.started, wall_seconds=t_end - t_start, fit_seconds=t_end - t_fit, slots=session.slots,
-            trial_seconds=searcher.trial_seconds, slot_spans=searcher.slot_spans,
-        )
+                out = _drive(config, prep, address, t_start, console, held)
+            except KeyboardInterrupt:
+                held.state = "interrupted"
+                raise Stopped(stops.first or signal.SIGINT) from None
+        out["exit_code"] = stops.exit_code() if out["session_interrupted"] else 0
         return out
     finally:
-        if lock is not None:
-            lock.release(state)
+        if held.lock is not None:
+            held.lock.release(held.state)
         shutdown_ray()
+
+
+def _drive(config: StudyConfig, prep: Prepared, address: str | None, t_start: float, console: Any,
+           held: _Held) -> dict[str, Any]:
+    """Take the driver lock, continue what a crash left, and let Tune run trials until the study ends."""
+    check_cluster(config)
+    study = open_study(prep)
+    held.lock = DriverLock(prep.storage, study._study_id, config.run_dir / "driver.lock")
+    held.lock.acquire()
+    interrupted = mark_interrupted(study)
+    continued = enqueue_continuations(study)
+    session = _start_session(config, prep, study, address, t_start, console)
+    run_name = time.strftime("session-%Y%m%d-%H%M%S")
+    tuner = make_tuner(config, session.searcher, session.scheduler, run_name)
+    t_fit = time.time()
+    # With a custom searcher Tune keeps one trial pending at a time, so slot 2 would wait for trial
+    # 1's actor to start (~4 s); the searcher itself never has more trials live than slots.
+    with session.progress, _env_unless_set("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, session.slots))):
+        try:
+            if session.searcher.may_start_new():  # a finished study: no Tune experiment (nor its sync errors)
+                tuner.fit()
+        finally:
+            session.searcher.finalize()
+    t_end = time.time()
+    searcher = session.searcher
+    held.state = "interrupted" if searcher.interrupted else "finished"
+    out = summary(study)
+    out.update(
+        storage=redact(config.storage_url), run_dir=str(config.run_dir),
+        ray_dir=str(config.run_dir / "ray" / run_name),
+        session_interrupted=searcher.interrupted, marked_interrupted=interrupted,
+        continued=[c[0] for c in continued],
+        started=searcher.started, wall_seconds=t_end - t_start, fit_seconds=t_end - t_fit, slots=session.slots,
+        trial_seconds=searcher.trial_seconds, slot_spans=searcher.slot_spans,
+    )
+    return out
 
 
 def _start_session(config: StudyConfig, prep: Prepared, study: Any, address: str | None, t_start: float,
@@ -119,7 +148,8 @@ def _start_session(config: StudyConfig, prep: Prepared, study: Any, address: str
                              reduction_factor=None if asha is None else float(asha.reduction_factor), **kwargs)
     searcher = StudySearcher(study, prep.space, config, scheduler=scheduler, progress=progress,
                              static=trial_static(config), n_trials=config.n_trials, deadline=deadline,
-                             inject_nan=inject_nan(), slots=searcher_slots(config, address, slots))
+                             inject_nan=inject_nan(), slots=searcher_slots(config, address, slots),
+                             inject_abort=inject_nan(ABORT_ENV))
     if isinstance(scheduler, PromotingASHA):
         scheduler.may_start_new = searcher.may_start_new
         scheduler.may_promote = lambda: deadline is None or time.time() < deadline

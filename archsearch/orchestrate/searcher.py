@@ -22,6 +22,7 @@ from optuna.trial import FixedTrial, TrialState
 
 from archsearch.space.space import sample, sample_candidate
 from archsearch.study.config import StudyConfig
+from archsearch.study.fallback import enqueue_fallback, is_native_crash
 from archsearch.study.records import COUNTED_STATES, INTERRUPTED
 from archsearch.study.storage import quiet_optuna, retry
 from archsearch.train.checkpoint import load_checkpoint_metrics
@@ -57,10 +58,11 @@ class StudySearcher:
 
     def __init__(self, study: Any, space: Any, config: StudyConfig, *, scheduler: Any, progress: Any,
                  static: dict[str, Any], n_trials: int | None, deadline: float | None,
-                 inject_nan: set[int], slots: int | None = None) -> None:
+                 inject_nan: set[int], slots: int | None = None, inject_abort: set[int] | None = None) -> None:
         self.study, self.space, self.config = study, space, config
         self.scheduler, self.progress, self.static = scheduler, progress, static
         self.n_trials, self.deadline, self.inject_nan = n_trials, deadline, inject_nan
+        self.inject_abort = inject_abort or set()  # test hook: these trial numbers abort their worker
         self.slots = slots
         self.max_epochs = config.max_epochs
         self.multi = config.multi_objective
@@ -161,14 +163,17 @@ class StudySearcher:
         self._hold(trial_id, number)
         self.started += 1
         self.progress.trial_started(number, spec.name, live.seed, live.resumed_from)
+        train = {**self.static["train"], **(attrs.get("train_overrides") or {})}  # a crash retry's safe kernels
         return {
             **self.static,
+            "train": train,
             "number": number,
             "name": spec.name,
             "spec": spec.to_dict(),
             "seed": int(seed),
             "checkpoint_dir": str(ckpt_dir),
             "inject_nan": number in self.inject_nan,
+            "inject_abort": number in self.inject_abort,
         }
 
     def _hold(self, trial_id: str, number: int) -> None:
@@ -290,7 +295,15 @@ class StudySearcher:
         self._release(trial_id)
         if live is not None:
             self.failures += 1
+            if is_native_crash(reason):  # retried once with NCHW + loop (study.fallback), before FAIL is told
+                self._guard(lambda: self._retry_safely(live, reason))
             self._guard(lambda: self._tell_live(live, "FAIL", reason))
+
+    def _retry_safely(self, live: _Live, reason: str) -> None:
+        if enqueue_fallback(self.study, live.trial, reason) is not None:
+            self.waiting += 1
+            self.failures -= 1  # replaced by its retry: not a failure toward max_failed_trials
+            log.warning("trial %d: native crash (%s); retrying once with NCHW + loop", live.number, reason[:200])
 
     def trial_started(self, trial_id: str, logdir: str | None) -> None:
         live = self.live.get(trial_id)

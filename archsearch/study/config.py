@@ -1,6 +1,6 @@
 """Study files (`studies/*.yaml`): one pydantic schema, `--set` overrides, resolved paths, the plan.
 
-    name: tiny                       # study name in the storage; results go to runs/<name>/ (CWD)
+    name: tiny                       # study name in the storage; results go to runs/<name>/ (study.runs)
     storage: null                    # null: sqlite runs/<name>/study.db; or any SQLAlchemy URL
                                      # (postgresql://...), or journal:PATH (Optuna journal file)
     space: ../search_spaces/x.yaml   # relative to this file, else to the working directory;
@@ -48,61 +48,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from archsearch.errors import ConfigError, bound_reason
 from archsearch.study.duration import parse_duration
 from archsearch.study.questions import Question
+from archsearch.study.runs import RUNS_DIR, resolve_runs_dir
+from archsearch.study.sections import AshaConfig, Resources, Strict
 from archsearch.train.config import FINGERPRINT_NEUTRAL, RUNTIME_KEYS, TrainConfig
 
-RUNS_DIR = "runs"
 OBJECTIVES = ("val_error", "macs", "params")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class AshaConfig(_Strict):
-    """ASHA on the `epoch` axis; `max_epochs` defaults to `train.epochs`.
-
-    `rule: stop` is Ray's ASHAScheduler: a trial arriving at a rung below the rung's top 1/rf so far
-    stops at once. `rule: promote` is ASHA as published (Li et al. 2020): a trial pauses at each rung
-    (checkpointed) and a free slot resumes the best paused trial in its rung's top ⌊n/rf⌋, highest
-    rung first, before it starts a new trial; trials never promoted end PRUNED when nothing is left.
-    """
-
-    max_epochs: int | None = Field(None, ge=1)
-    grace_period: int | float = Field(1, gt=0)  # epochs, or a fraction (0, 1) of the epochs (0.125 of 200: 25)
-    reduction_factor: float = Field(3, gt=1)
-    rule: Literal["stop", "promote"] = "stop"
-
-    @field_validator("grace_period")
-    @classmethod
-    def _grace(cls, v: int | float) -> int | float:
-        if v >= 1 and v != int(v):
-            raise ValueError(f"whole epochs, or a fraction below 1 of the epochs, got {v}")
-        return int(v) if v >= 1 else v
-
-
-class Resources(_Strict):
-    """Per trial: CPU cores (also torch threads) and a GPU share; one trial trains on one device."""
-
-    cpus: float = Field(1, gt=0)
-    gpus: float = Field(0, ge=0, le=1)
-    max_concurrent: int | None = Field(None, ge=1)
-
-    @field_validator("gpus")
-    @classmethod
-    def _fraction(cls, v: float) -> float:
-        if 0 < v < 1 and abs(round(1 / v) - 1 / v) > 1e-6:
-            raise ValueError(f"a GPU share must divide one GPU evenly (1/2, 1/3, 1/4, ...), got {v}")
-        return v
-
-
-class StudyConfig(_Strict):
+class StudyConfig(Strict):
     """A study file, validated; paths are resolved by `load_study` (see the module docstring)."""
 
     name: str
@@ -127,6 +87,8 @@ class StudyConfig(_Strict):
 
     _path: Path = PrivateAttr(default=Path("study.yaml"))
     _cwd: Path = PrivateAttr(default=Path("."))
+    _runs: Path | None = PrivateAttr(default=None)
+    _runs_source: str = PrivateAttr(default="the working directory")
     _train: Any = PrivateAttr(default=None)
 
     @field_validator("name")
@@ -211,8 +173,20 @@ class StudyConfig(_Strict):
 
     @property
     def run_dir(self) -> Path:
-        """runs/<name>/ under the working directory `archsearch run` was started in."""
-        return self._cwd / RUNS_DIR / self.name
+        """<runs folder>/<name>/: --runs-dir, else ARCHSEARCH_RUNS, else runs/ in the working directory."""
+        return (self._runs or self._cwd / RUNS_DIR) / self.name
+
+    @property
+    def runs_source(self) -> str:
+        """Where the results folder comes from, for messages: "--runs-dir", "ARCHSEARCH_RUNS" or the CWD."""
+        return self._runs_source
+
+    @property
+    def storage_source(self) -> str:
+        """Where the storage URL comes from, so a `--resume` that finds nothing can say where it looked."""
+        if self.storage is not None:
+            return f"the storage: key of {self._path}"
+        return f"the results folder {self.run_dir.parent}, from {self._runs_source}"
 
     @property
     def space_path(self) -> Path | None:
@@ -299,7 +273,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], where: str) -> d
 
 
 def load_study(path: str | os.PathLike, overrides: list[str] | None = None, *,
-               n_trials: int | None = None) -> StudyConfig:
+               n_trials: int | None = None, runs_dir: str | os.PathLike | None = None) -> StudyConfig:
     """Read and validate a study file with `--set` overrides; errors → ConfigError naming file and key."""
     file = Path(path).expanduser()
     where = str(path)
@@ -337,6 +311,7 @@ def load_study(path: str | os.PathLike, overrides: list[str] | None = None, *,
         config.asha = _resolve_asha(config.asha, train_config.epochs, where)
     config._path = file.resolve()
     config._cwd = Path.cwd().resolve()
+    config._runs, config._runs_source = resolve_runs_dir(runs_dir, config._cwd)
     config._train = train_config
     if train_config.val_size < 1:
         raise ConfigError(f"{where}: train.val_size: a study needs a validation split (ASHA and Optuna rank by it)")

@@ -22,6 +22,7 @@ from typing import Any
 
 INTERRUPTED = "interrupted"  # fail_reason of a trial whose driver died; a resume continues it
 COUNTED_STATES = ("COMPLETE", "PRUNED")  # states that count toward a study's n_trials
+RETRY_PREFIX = "retry of trial #"  # `fallback` of the trial retrying a native crash (the crashed one: "native crash")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class TrialRecord:
     path_length_mean: float | None = None
     test_error: float | None = None
     precision: str | None = None  # fp32 | bf16 | fp16: what the trainer ran in on its worker
+    fail_reason: str | None = None  # why a FAIL trial failed ("interrupted", a worker's native crash, ...)
+    fallback: str | None = None  # "native crash: ...; retried with NCHW + loop" on a crashed trial and its retry
     intermediate: dict[int, float] = field(default_factory=dict, hash=False)
 
     @property
@@ -111,6 +114,8 @@ def record_of(trial: Any) -> TrialRecord:
         path_length_mean=_float(ua.get("path_length_mean")),
         test_error=_float(ua.get("test_error")),
         precision=None if ua.get("precision") is None else str(ua["precision"]),
+        fail_reason=None if ua.get("fail_reason") is None else str(ua["fail_reason"]),
+        fallback=None if ua.get("fallback") is None else str(ua["fallback"]),
         intermediate=intermediate_values(trial),
     )
 

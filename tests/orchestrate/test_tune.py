@@ -119,7 +119,7 @@ def make_searcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **changes: An
 
     monkeypatch.chdir(tmp_path)
     config = load_study(write_study(tmp_path, study_dict("unit", **changes)))
-    prep = prepare(config, resume=True)
+    prep = prepare(config, resume=False)
     study = open_study(prep)
     progress = StudyProgress("unit", config.n_trials, config.max_epochs, console=Console(file=io.StringIO()))
     return StudySearcher(study, load_space_of(config), config, scheduler=FakeScheduler(), progress=progress,
