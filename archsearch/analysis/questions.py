@@ -70,8 +70,9 @@ def answer(rq: ResolvedQuestion, samples: dict[str, Sample], *, level: float = L
     if q.kind == "threshold":
         result: Any = threshold([(d, samples[t], samples[r]) for d, t, r in rq.pairs], level=level, seed=seed)
     elif q.kind == "best":
-        result = best_set({v: [samples[n] for n in names] for v, names in rq.options},
-                          labels={v: f"{q.option}={v}" for v, _ in rq.options}, level=level, margin=q.margin)
+        labels = {v: str(v) if q.option == "name" else f"{q.option}={v}" for v, _ in rq.options}
+        result = best_set({v: [samples[n] for n in names] for v, names in rq.options}, labels=labels,
+                          level=level, margin=q.margin)
     else:
         result = contrast(_pooled(q.id + ".a", [samples[n] for n in rq.a]),
                           _pooled(q.id + ".b", [samples[n] for n in rq.b]), level=level, margin=q.margin)
@@ -151,17 +152,24 @@ def describe(a: Answer) -> str:
         if r.status != "ok":
             return f"not answered: {r.message}"
         if r.equivalent:
-            return f"equivalent within {r.margin:g} points: {', '.join(r.contenders)}"
+            return f"equivalent within {r.margin:g} points: {_with_means(r)}"
         if r.resolved:
             best = r.options[0]
             return f"best {r.contenders[0]} ({best.mean:.2f} % ± {best.se:.2f})"
-        return f"inconclusive: {', '.join(r.contenders)} not significantly worse than the best" + _need(
+        return f"inconclusive: {_with_means(r)} not significantly worse than the best" + _need(
             [r.seeds_to_resolve])
     if r.status != "ok":
         return f"not answered: {r.message}"
-    verdict = {"+": "a worse", "-": "a better", "=": "equivalent within the margin", "?": "inconclusive"}[r.decision]
+    verdict = {"+": f"{r.a} worse", "-": f"{r.a} better", "=": "equivalent within the margin",
+               "?": "inconclusive"}[r.decision]
     need = _need([r.seeds_to_resolve]) if r.decision == "?" else ""
-    return f"a − b = {r.estimate:+.2f} points [{r.low:+.2f}, {r.high:+.2f}]: {verdict}{need}"
+    return f"{r.a} − {r.b} = {r.estimate:+.2f} points [{r.low:+.2f}, {r.high:+.2f}]: {verdict}{need}"
+
+
+def _with_means(r: BestSet) -> str:
+    """The contenders, best first, each with its mean error."""
+    means = {o.label: o.mean for o in r.options}
+    return ", ".join(f"{label} ({means[label]:.2f} %)" for label in r.contenders)
 
 
 def _need(seeds: list[int | None]) -> str:
