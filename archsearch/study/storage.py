@@ -113,8 +113,9 @@ def open_storage(url: str, *, where: str = "storage", create: bool = True) -> An
         raise
     except ImportError as exc:  # the driver itself, or Optuna's "Failed to import DB access module"
         driver = getattr(exc, "name", None) or getattr(exc.__cause__, "name", None) or url.split(":", 1)[0]
-        raise StorageOpenError(where, given, f"the database driver for {driver!r} is not installed (PostgreSQL: "
-                               "pip install 'archsearch[postgres]', i.e. psycopg2-binary)") from None
+        fix = ("pip install 'archsearch[postgres]', i.e. psycopg2-binary" if url.startswith("postgresql")
+               else f"install the Python package that provides {driver!r} for SQLAlchemy")
+        raise StorageOpenError(where, given, f"the database driver for {driver!r} is not installed ({fix})") from None
     except Exception as exc:  # noqa: BLE001 - any failure to open is bad input for the user
         raise StorageOpenError(where, given, _first_line(exc)) from None
 

@@ -151,3 +151,14 @@ def test_a_missing_file_is_not_created_when_reading(tmp_path: Path, url: str) ->
     with pytest.raises(ConfigError, match="no such file"):
         open_storage(url.format(tmp=tmp_path), create=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_driver_names_the_driver_it_needs() -> None:
+    """A URL whose SQLAlchemy driver is not installed is one line naming it, with the fix for that database."""
+    from archsearch.study.storage import StorageOpenError
+
+    with pytest.raises(StorageOpenError) as err:
+        open_storage("mysql://u:secret@127.0.0.1:1/db", where="study.yaml")
+    text = str(err.value)
+    assert "'MySQLdb' is not installed" in text and "psycopg2" not in text and "secret" not in text
+    assert "\n" not in text
