@@ -48,7 +48,7 @@ def prepare(config: StudyConfig, *, resume: bool, address: str | None = None) ->
     """Every check that can refuse a run, before anything is stored (bad input → ConfigError)."""
     where = str(config.path)
     space = load_space_of(config)
-    study_questions(config, grid(space))  # an ambiguous or empty question is refused before anything runs
+    questions = study_questions(config, grid(space))  # an ambiguous or empty question: refused before anything runs
     fingerprint = space_fingerprint(space)
     points = None
     if config.sampler == "grid":  # one grid point per distinct architecture: no bit-identical reruns
@@ -69,7 +69,7 @@ def prepare(config: StudyConfig, *, resume: bool, address: str | None = None) ->
     if sid is None and resume:
         raise ConfigError(nothing_to_resume(config))
     if sid is None:
-        return Prepared(config, space, storage, False, fingerprint, points)
+        return Prepared(config, space, storage, False, fingerprint, points, questions)
     attrs = storage.get_study_user_attrs(sid)
     stored = {"space_fingerprint": fingerprint, "objectives": config.objective_names,
               "train_fingerprint": config.train_fingerprint()}
@@ -96,7 +96,7 @@ def prepare(config: StudyConfig, *, resume: bool, address: str | None = None) ->
         s = summary_of_storage(storage, sid)
         raise ConfigError(f"{where}: name: study {config.name!r} already has {n} trials ({s}) in {redact(url)}; "
                           "pass --resume to continue it, or choose another name")
-    return Prepared(config, space, storage, True, fingerprint, points)
+    return Prepared(config, space, storage, True, fingerprint, points, questions)
 
 
 def nothing_to_resume(config: StudyConfig) -> str:

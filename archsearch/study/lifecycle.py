@@ -17,9 +17,10 @@ import optuna
 from optuna.trial import TrialState
 
 from archsearch.errors import ConfigError
-from archsearch.space.space import grid, load_space, space_from_dict
-from archsearch.study.asked import QUESTIONS_ATTR, study_questions, to_json
+from archsearch.space.space import load_space, space_from_dict
+from archsearch.study.asked import QUESTIONS_ATTR, to_json
 from archsearch.study.config import StudyConfig
+from archsearch.study.questions import ResolvedQuestion
 from archsearch.study.records import (
     COUNTED_STATES,
     INTERRUPTED,
@@ -50,6 +51,7 @@ class Prepared:
     exists: bool
     fingerprint: str
     grid: list[dict[str, Any]] | None
+    questions: list[ResolvedQuestion]  # resolved by `prepare`, stored with the study when it opens
 
 
 def load_space_of(config: StudyConfig) -> Any:
@@ -71,7 +73,7 @@ def open_study(prep: Prepared) -> Any:
     """Create the study (attrs; grid points enqueued) or load it; the first write of a run."""
     config = prep.config
     sampler = make_sampler(config)
-    questions = to_json(study_questions(config, grid(prep.space)))
+    questions = to_json(prep.questions)
     if prep.exists:
         study = optuna.load_study(study_name=config.name, storage=prep.storage, sampler=sampler)
         study.set_user_attr(QUESTIONS_ATTR, questions)  # what this invocation asks (may be edited between runs)
