@@ -22,6 +22,8 @@ COMMANDS = {
     "dashboard": "archsearch.commands.dashboard",
     "report": "archsearch.commands.report",
     "export": "archsearch.commands.export",
+    "curves": "archsearch.commands.curves",
+    "replay": "archsearch.commands.replay",
 }
 
 

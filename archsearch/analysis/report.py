@@ -21,7 +21,8 @@ from typing import Any
 from archsearch.analysis.answers import StudyAnalysis, analyze
 from archsearch.analysis.best import BestResult
 from archsearch.analysis.plots import FigureFiles, draw_all
-from archsearch.analysis.questions import StudyAnswers, as_json, describe, study_answers
+from archsearch.analysis.questions import StudyAnswers, as_json, describe
+from archsearch.analysis.race import answers_of_study, race_json, race_markdown
 from archsearch.analysis.stats import LEVEL, N_BOOT
 from archsearch.study.attachments import attach_report
 from archsearch.study.records import load_records
@@ -39,16 +40,17 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     records = load_records(study)
     result = analyze(records, seed=seed, n_boot=n_boot, level=level)
-    asked = study_answers(dict(study.user_attrs), records, level=level, seed=seed)
+    asked, raced = answers_of_study(dict(study.user_attrs), records, level=level, seed=seed)
     figures = draw_all(result, out_dir / "figures")
     path = out_dir / "report.md"
-    declared = declared_markdown(asked)
+    declared = declared_markdown(asked) + ("\n" + race_markdown(raced) if raced is not None else "")
     text = render_markdown(study.study_name, result, figures, out_dir)
     head, sep, rest = text.partition("## Answers")
     path.write_text(head + declared + "\n" + sep + rest, encoding="utf-8")
     payload = {**_jsonable(asdict(result)), "questions": {
         "source": asked.source, "validation": [as_json(a) for a in asked.answers],
-        "test": None if asked.test_answers is None else [as_json(a) for a in asked.test_answers]}}
+        "test": None if asked.test_answers is None else [as_json(a) for a in asked.test_answers],
+        "race": None if raced is None else race_json(raced)}}
     (out_dir / "analysis.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
     attach_report(study, path, declared + "\n" + answers_markdown(result),
                   Path(artifact_dir) if artifact_dir else out_dir / "artifacts")

@@ -44,12 +44,21 @@ def run(args: argparse.Namespace) -> int:
         return 1
     from archsearch.orchestrate.run import run_study  # lazy: imports Ray, which --dry-run and --help never need
 
-    result = run_study(config, resume=args.resume, address=args.address)
+    result = run_study(config, resume=args.resume, address=args.address, planner=_planner(config))
     _print_summary(config, result)
     if result.get("session_interrupted"):
         return int(result.get("exit_code") or 130)  # 128 + the signal: SIGINT 130, SIGHUP 129, SIGTERM 143
     _finish(config)
     return 0
+
+
+def _planner(config):  # noqa: ANN001, ANN202 - a StudyConfig; (questions, records) -> jobs, or None
+    """A race's planner: the analysis decides each look's trials, orchestration only runs them."""
+    if config.search is None or config.search.method != "race":
+        return None
+    from archsearch.analysis.race import next_jobs
+
+    return lambda questions, records: next_jobs(config, questions, records)
 
 
 def _may_start(config, yes: bool) -> bool:  # noqa: ANN001 - a StudyConfig
@@ -62,12 +71,16 @@ def _may_start(config, yes: bool) -> bool:  # noqa: ANN001 - a StudyConfig
 
 def _finish(config) -> None:  # noqa: ANN001 - a StudyConfig
     """The answers and the winners, where a researcher expects them when the run ends."""
-    from archsearch.analysis.questions import study_answers
+    from archsearch.analysis.race import answers_of_study
     from archsearch.study.lifecycle import load_existing_study
     from archsearch.study.records import load_records
 
     study = load_existing_study(config.storage_url, config.name, where=str(config.path))
-    for answer in study_answers(dict(study.user_attrs), load_records(study)).answers:
+    asked, raced = answers_of_study(dict(study.user_attrs), load_records(study))
+    if raced is not None:
+        print(f"race: {len(raced.rounds)} look(s), {raced.epochs_trained} epochs trained, seeds per candidate "
+              + ", ".join(f"{n} {k}" for n, k in raced.seeds_used.items()))
+    for answer in asked.answers:
         print(f"answer {answer.line()}")
     if config.report:
         from archsearch.analysis.report import write_report

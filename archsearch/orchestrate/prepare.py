@@ -49,6 +49,9 @@ def prepare(config: StudyConfig, *, resume: bool, address: str | None = None) ->
     where = str(config.path)
     space = load_space_of(config)
     questions = study_questions(config, grid(space))  # an ambiguous or empty question: refused before anything runs
+    if config.search is not None and config.search.method == "race" and not questions:
+        raise ConfigError(f"{where}: questions: a race allocates seeds to open questions, and this study asks none "
+                          "(declare questions:, or use search.method: grid)")
     fingerprint = space_fingerprint(space)
     points = None
     if config.sampler == "grid":  # one grid point per distinct architecture: no bit-identical reruns

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from archsearch.errors import ConfigError
 from archsearch.orchestrate import preflight
 from archsearch.orchestrate.asha import rung_epochs
 from archsearch.orchestrate.prepare import ABORT_ENV, inject_nan, prepare, prewarm_data, searcher_slots, trial_static
@@ -30,6 +31,7 @@ from archsearch.orchestrate.ray_backend import (
     make_tuner,
     shutdown_ray,
 )
+from archsearch.orchestrate.rounds import Planner, RoundFeeder
 from archsearch.orchestrate.searcher import StudySearcher
 from archsearch.orchestrate.signals import Stopped, stop_like_ctrl_c
 from archsearch.study.config import StudyConfig
@@ -65,13 +67,20 @@ class _Held:
 
 
 def run_study(config: StudyConfig, *, resume: bool = False, address: str | None = None, console: Any = None,
-              num_cpus: int | None = None, num_gpus: int | None = None) -> dict[str, Any]:
+              num_cpus: int | None = None, num_gpus: int | None = None,
+              planner: Planner | None = None) -> dict[str, Any]:
     """Run (or resume) a study to its n_trials / time budget; returns `storage.summary` plus run facts.
+
+    A race (`search.method: race`) needs `planner` (`archsearch.analysis.race.next_jobs` bound to the config):
+    it names each look's trials from the stored ones.
 
     SIGTERM and SIGHUP stop it like Ctrl-C (`signals`); `exit_code` in the result is 128 + that signal.
     A second signal raises `Stopped` at once (the driver lock is still released).
     """
     t_start = time.time()
+    if config.search is not None and config.search.method == "race" and planner is None:
+        raise ConfigError(f"{config.path}: search.method: race needs a planner (archsearch.analysis.race.next_jobs; "
+                          "`archsearch run` passes it)")
     preflight.check(config, address=address, num_cpus=num_cpus)
     prep = prepare(config, resume=resume, address=address)
     if not address:
@@ -81,7 +90,7 @@ def run_study(config: StudyConfig, *, resume: bool = False, address: str | None 
     try:
         with stop_like_ctrl_c() as stops:
             try:
-                out = _drive(config, prep, address, t_start, console, held)
+                out = _drive(config, prep, address, t_start, console, held, planner)
             except KeyboardInterrupt:
                 held.state = "interrupted"
                 raise Stopped(stops.first or signal.SIGINT) from None
@@ -94,7 +103,7 @@ def run_study(config: StudyConfig, *, resume: bool = False, address: str | None 
 
 
 def _drive(config: StudyConfig, prep: Prepared, address: str | None, t_start: float, console: Any,
-           held: _Held) -> dict[str, Any]:
+           held: _Held, planner: Planner | None = None) -> dict[str, Any]:
     """Take the driver lock, continue what a crash left, and let Tune run trials until the study ends."""
     check_cluster(config)
     study = open_study(prep)
@@ -102,7 +111,8 @@ def _drive(config: StudyConfig, prep: Prepared, address: str | None, t_start: fl
     held.lock.acquire()
     interrupted = mark_interrupted(study)
     continued = enqueue_continuations(study)
-    session = _start_session(config, prep, study, address, t_start, console)
+    feeder = RoundFeeder(study, prep.space, prep.questions, planner) if planner is not None else None
+    session = _start_session(config, prep, study, address, t_start, console, feeder)
     run_name = time.strftime("session-%Y%m%d-%H%M%S")
     tuner = make_tuner(config, session.searcher, session.scheduler, run_name)
     t_fit = time.time()
@@ -125,12 +135,13 @@ def _drive(config: StudyConfig, prep: Prepared, address: str | None, t_start: fl
         continued=[c[0] for c in continued],
         started=searcher.started, wall_seconds=t_end - t_start, fit_seconds=t_end - t_fit, slots=session.slots,
         trial_seconds=searcher.trial_seconds, slot_spans=searcher.slot_spans,
+        race_note=feeder.stopped if feeder is not None else "",
     )
     return out
 
 
 def _start_session(config: StudyConfig, prep: Prepared, study: Any, address: str | None, t_start: float,
-                   console: Any) -> _Session:
+                   console: Any, feeder: RoundFeeder | None = None) -> _Session:
     """ASHA with its rungs rebuilt from storage, the progress view, and the searcher wired to both."""
     scheduler = make_scheduler(config)
     if scheduler is not None:
@@ -141,7 +152,9 @@ def _start_session(config: StudyConfig, prep: Prepared, study: Any, address: str
     asha = config.asha
     rungs = rung_epochs(config.max_epochs, asha.grace_period, asha.reduction_factor) if asha is not None else []
     planned = config.n_trials
-    if planned is None and prep.grid is not None:  # a grid study ends after every point x seed
+    if planned is None and feeder is not None:  # at most: every candidate a question needs x max_seeds
+        planned = len(set().union(*(rq.names for rq in prep.questions))) * config.search.max_seeds
+    elif planned is None and prep.grid is not None:  # a grid study ends after every point x seed
         planned = len(prep.grid) * len(config.seed_list)
     progress = StudyProgress(config.name, planned, config.max_epochs, slots=slots, deadline=deadline,
                              records=load_records(study), rungs=rungs,
@@ -149,7 +162,7 @@ def _start_session(config: StudyConfig, prep: Prepared, study: Any, address: str
     searcher = StudySearcher(study, prep.space, config, scheduler=scheduler, progress=progress,
                              static=trial_static(config), n_trials=config.n_trials, deadline=deadline,
                              inject_nan=inject_nan(), slots=searcher_slots(config, address, slots),
-                             inject_abort=inject_nan(ABORT_ENV))
+                             inject_abort=inject_nan(ABORT_ENV), feeder=feeder)
     if isinstance(scheduler, PromotingASHA):
         scheduler.may_start_new = searcher.may_start_new
         scheduler.may_promote = lambda: deadline is None or time.time() < deadline

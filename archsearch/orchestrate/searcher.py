@@ -58,12 +58,14 @@ class StudySearcher:
 
     def __init__(self, study: Any, space: Any, config: StudyConfig, *, scheduler: Any, progress: Any,
                  static: dict[str, Any], n_trials: int | None, deadline: float | None,
-                 inject_nan: set[int], slots: int | None = None, inject_abort: set[int] | None = None) -> None:
+                 inject_nan: set[int], slots: int | None = None, inject_abort: set[int] | None = None,
+                 feeder: Any = None) -> None:
         self.study, self.space, self.config = study, space, config
         self.scheduler, self.progress, self.static = scheduler, progress, static
         self.n_trials, self.deadline, self.inject_nan = n_trials, deadline, inject_nan
         self.inject_abort = inject_abort or set()  # test hook: these trial numbers abort their worker
         self.slots = slots
+        self.feeder = feeder  # a race's RoundFeeder: the next look is enqueued once the last one has ended
         self.max_epochs = config.max_epochs
         self.multi = config.multi_objective
         trials = study.get_trials(deepcopy=False)
@@ -103,6 +105,9 @@ class StudySearcher:
         if limit is not None and self.failures >= limit:
             return False, False
         queued = self.waiting > 0
+        if not queued and self.feeder is not None and not self.live and not self.errored:
+            self.waiting += self.feeder.refill()
+            queued = self.waiting > 0
         new = self.config.sampler != "grid" and (
             self.n_trials is None or self.counted + len(self.live) + self.waiting < self.n_trials)
         return queued, new

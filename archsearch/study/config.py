@@ -10,6 +10,7 @@
     n_trials: 12                     # (architecture, seed) trials that end COMPLETE or PRUNED
     time_budget: 2h                  # no trial starts after it (running ones finish); or seconds
     seeds: 1                         # seeds per architecture (train.seed, +1, ...) or a list
+    search: {method: race, min_seeds: 3, max_seeds: 10, confidence: 0.95}   # or grid, or asha (+ its keys)
     asha: {grace_period: 0.125, reduction_factor: 3}   # or null; grace in epochs or a fraction of them;
                                      # rule: stop (Ray's ASHA, default) | promote (pause at rungs, Li et al.)
     resources: {cpus: 1, gpus: 0.5, max_concurrent: null}           # per trial
@@ -54,7 +55,7 @@ from archsearch.errors import ConfigError, bound_reason
 from archsearch.study.duration import parse_duration
 from archsearch.study.questions import Question
 from archsearch.study.runs import RUNS_DIR, resolve_runs_dir
-from archsearch.study.sections import AshaConfig, Resources, Strict
+from archsearch.study.sections import AshaConfig, Resources, SearchConfig, Strict, apply_search
 from archsearch.train.config import FINGERPRINT_NEUTRAL, RUNTIME_KEYS, TrainConfig
 
 OBJECTIVES = ("val_error", "macs", "params")
@@ -76,6 +77,7 @@ class StudyConfig(Strict):
     time_budget: float | None = None
     seeds: int | list[int] = 1
     asha: AshaConfig | None = Field(default_factory=AshaConfig)
+    search: SearchConfig | None = None  # method: grid | asha | race (study.sections.apply_search)
     resources: Resources = Field(default_factory=Resources)
     data: str | None = None
     train: dict[str, Any] = Field(default_factory=dict)
@@ -127,6 +129,7 @@ class StudyConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> StudyConfig:
+        apply_search(self)
         objectives = self.objective_names
         if objectives[0] != "val_error":
             raise ValueError("objectives: the first objective is val_error (ASHA ranks trials by it)")

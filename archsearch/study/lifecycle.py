@@ -86,7 +86,8 @@ def open_study(prep: Prepared) -> Any:
                        ("space_file", str(config.space_path) if config.space_path else "inline"),
                        (QUESTIONS_ATTR, questions)):
         study.set_user_attr(key, value)
-    if prep.grid is not None:
+    racing = config.search is not None and config.search.method == "race"  # a race enqueues look by look
+    if prep.grid is not None and not racing:
         points = prep.grid
         if config.n_trials is not None:
             points = points[: -(-config.n_trials // len(config.seed_list))]

@@ -51,6 +51,7 @@ class TrialRecord:
     test_error: float | None = None
     precision: str | None = None  # fp32 | bf16 | fp16: what the trainer ran in on its worker
     fail_reason: str | None = None  # why a FAIL trial failed ("interrupted", a worker's native crash, ...)
+    train_seconds: float | None = None  # Σ seconds of its training epochs (per-epoch time in curve tables)
     fallback: str | None = None  # "native crash: ...; retried with NCHW + loop" on a crashed trial and its retry
     intermediate: dict[int, float] = field(default_factory=dict, hash=False)
 
@@ -116,6 +117,7 @@ def record_of(trial: Any) -> TrialRecord:
         precision=None if ua.get("precision") is None else str(ua["precision"]),
         fail_reason=None if ua.get("fail_reason") is None else str(ua["fail_reason"]),
         fallback=None if ua.get("fallback") is None else str(ua["fallback"]),
+        train_seconds=_float(ua.get("train_seconds")),
         intermediate=intermediate_values(trial),
     )
 
