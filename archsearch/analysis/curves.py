@@ -140,7 +140,7 @@ def write_curves(records: Iterable[Any], out: TextIO) -> int:
     w = csv.writer(out, lineterminator="\n")
     w.writerow([*HEADER, "seconds"] if timed else HEADER)
     for n, s, e, v, sec in rows:
-        w.writerow([n, s, e, f"{v:.6g}", f"{sec:.4f}"] if timed else [n, s, e, f"{v:.6g}"])
+        w.writerow([n, s, e, repr(v), f"{sec:.4f}"] if timed else [n, s, e, repr(v)])
     return len(rows)
 
 
