@@ -21,10 +21,14 @@ variance, where normal-mixture sequences need a known variance bound), at the pr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+from scipy import stats
 
 from archsearch.analysis.contrasts import BestSet, Contrast, Sample, ThresholdAnswer, best_set, option_estimate
 from archsearch.analysis.questions import Answer, StudyAnswers, answer, answer_all, questions_of, study_answers
@@ -61,10 +65,39 @@ def looks(min_seeds: int, max_seeds: int) -> list[int]:
 
 
 def spending(seeds_at_looks: list[int], confidence: float) -> list[float]:
-    """α spent at each look: α · (n_k² − n_{k−1}²) / n_max² (they sum to α = 1 − confidence)."""
+    """α spent by each look under Lan–DeMets' O'Brien–Fleming-type function α(t) = 2 − 2Φ(z_{1−α/2} / √t),
+    t = n_k / n_max (they sum to α = 1 − confidence; the first, noisy looks spend almost nothing)."""
     alpha, top = 1 - confidence, seeds_at_looks[-1]
-    cumulative = [alpha * (n / top) ** 2 for n in seeds_at_looks]
+    z = stats.norm.ppf(1 - alpha / 2)
+    cumulative = [min(alpha, 2 - 2 * stats.norm.cdf(z / math.sqrt(n / top))) for n in seeds_at_looks]
+    cumulative[-1] = alpha
     return [c - p for c, p in zip(cumulative, [0.0, *cumulative[:-1]], strict=True)]
+
+
+@functools.lru_cache(maxsize=64)
+def nominal_levels(seeds_at_looks: tuple[int, ...], confidence: float, paths: int = 40000) -> tuple[float, ...]:
+    """Two-sided nominal α of each look's tests: the group-sequential boundary c_k of the paired Student t
+    statistic such that, under the null, the chance of first crossing at look k is the α spent there; found by
+    simulating `paths` seeded null sequences of seed differences (t is scale-free, so the variance is
+    irrelevant), then read back as 2(1 − F_t(c_k; n_k − 1))."""
+    spent = spending(list(seeds_at_looks), confidence)
+    if len(seeds_at_looks) == 1:
+        return (1 - confidence,)  # one look: the fixed design's own level
+    top = seeds_at_looks[-1]
+    rng = np.random.default_rng(20261203)
+    x = rng.standard_normal((paths, top))
+    alive = np.ones(paths, dtype=bool)
+    out = []
+    for n, a in zip(seeds_at_looks, spent, strict=True):
+        d = x[:, :n]
+        t = np.abs(d.mean(axis=1) / (d.std(axis=1, ddof=1) / math.sqrt(n)))
+        live = np.sort(t[alive])[::-1]
+        k = int(round(a * paths))  # crossings allowed at this look, among the paths not stopped before
+        c = live[k] if k < live.size else 0.0
+        c = max(c, float(stats.t.ppf(1 - (1 - confidence) / 2, n - 1)))  # never looser than a fixed test
+        alive &= t <= c
+        out.append(float(2 * stats.t.sf(c, n - 1)))
+    return tuple(out)
 
 
 @dataclass
@@ -130,7 +163,7 @@ def race(questions: list[ResolvedQuestion], pool: list[int], settings: RaceSetti
     if len(pool) < settings.max_seeds:
         raise ValueError(f"the seed pool has {len(pool)} seeds, fewer than max_seeds {settings.max_seeds}")
     schedule = looks(settings.min_seeds, settings.max_seeds)
-    alphas = spending(schedule, settings.confidence)
+    alphas = nominal_levels(tuple(schedule), settings.confidence)
     state = [_Open(rq) for rq in questions]
     order = _candidate_order(questions)
     values: dict[str, dict[int, float]] = {n: {} for n in order}

@@ -30,6 +30,7 @@ from archsearch.orchestrate.estimate import (
     shrink_hint,
 )
 from archsearch.space.space import grid
+from archsearch.study.asked import study_questions
 from archsearch.study.config import StudyConfig
 from archsearch.train.calibrate import calibrate
 from archsearch.train.data import load_dataset
@@ -87,7 +88,10 @@ def study_work(config: StudyConfig, space: Any) -> StudyWork:
     """The planned trials of a study (grid: every distinct point × seeds; samplers: n_trials spread evenly)."""
     points = list({p.name: p for p in grid(space)}.values())
     seeds = len(config.seed_list)
-    if config.sampler == "grid":
+    if config.search is not None and config.search.method == "race":  # upper bound: every needed one, max seeds
+        asked = {n for rq in study_questions(config, points) for n in rq.names}
+        planned = [p for p in points if p.name in asked for _ in range(config.search.max_seeds)]
+    elif config.sampler == "grid":
         n_points = len(points) if config.n_trials is None else min(len(points), -(-config.n_trials // seeds))
         planned = [p for p in points[:n_points] for _ in range(seeds)]
     else:
@@ -139,6 +143,10 @@ def estimate_cost(config: StudyConfig, space: Any, work: StudyWork | None = None
         est.assumptions.append("ASHA's share is a lower bound under rule `stop`: the first trials at a rung are never "
                                "stopped (0.29 of the grid's epochs measured where 0.16 was expected, "
                                "benchmarks/answer_cost)")
+    if config.search is not None and config.search.method == "race":
+        s = config.search
+        est.assumptions.append(f"race: every candidate a question needs trains max_seeds={s.max_seeds} seeds (an upper "
+                               f"bound; it stops at {s.min_seeds} to {s.max_seeds} seeds as its questions resolve)")
     if config.sampler != "grid":
         est.assumptions.append(f"{config.sampler} spreads its {len(work.shapes)} trials evenly over the candidates")
     if work.note:

@@ -7,6 +7,7 @@ from typing import Any
 
 from archsearch.orchestrate.asha import expected_epochs, rung_epochs
 from archsearch.space.space import grid
+from archsearch.study.asked import study_questions
 from archsearch.study.config import StudyConfig
 from archsearch.study.storage import redact
 
@@ -35,7 +36,16 @@ def describe_plan(config: StudyConfig, space: Any, existing: str | None = None, 
     objectives = ", ".join(config.objective_names)
     lines.append(f"  sampler        {config.sampler} (seed {config.sampler_seed}); objectives: {objectives}")
     lines.append(f"  seeds          {seeds} per architecture (enqueued together)")
-    if config.sampler == "grid":
+    race = config.search is not None and config.search.method == "race"
+    if race:
+        asked = {n for rq in study_questions(config, points) for n in rq.names}
+        s = config.search
+        n_trials = len(asked) * s.max_seeds
+        lines.append(f"  search         race: the {len(asked)} candidates the questions need, {s.min_seeds} seeds "
+                     f"each, then more seeds only where a question is open, up to {s.max_seeds} (confidence "
+                     f"{s.confidence:g}); seeds drawn in order from the pool")
+        lines.append(f"  trials         {len(asked) * s.min_seeds} to {n_trials} (race)")
+    elif config.sampler == "grid":
         n_points = distinct if config.n_trials is None else min(distinct, -(-config.n_trials // len(seeds)))
         n_trials = n_points * len(seeds)
         lines.append(f"  trials         {n_trials} (grid: {n_points} points x {len(seeds)} seeds)")

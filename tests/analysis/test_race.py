@@ -10,8 +10,9 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from archsearch.analysis.race import Job, RaceSettings, looks, race, spending
+from archsearch.analysis.race import Job, RaceSettings, looks, nominal_levels, race, spending
 from archsearch.study.questions import Question, ResolvedQuestion, Selector
 
 
@@ -43,9 +44,29 @@ def test_looks_and_alpha_spending() -> None:
     assert looks(3, 3) == [3]
     assert looks(4, 20) == [4, 6, 9, 14, 20]
     spent = spending(looks(3, 10), 0.95)
-    assert math.isclose(sum(spent), 0.05)
-    assert spent == pytest.approx([0.05 * 9 / 100, 0.05 * 16 / 100, 0.05 * 39 / 100, 0.05 * 36 / 100])
-    assert spending([5], 0.9) == pytest.approx([0.1])  # one look: the grid's own level
+    assert math.isclose(sum(spent), 0.05) and spent[0] < 0.001 < spent[1] < spent[2]  # O'Brien-Fleming: late
+    levels = nominal_levels((3, 5, 8, 10), 0.95)
+    assert levels == nominal_levels((3, 5, 8, 10), 0.95)  # seeded: the same boundaries every time
+    assert all(a < 0.05 for a in levels) and levels[-1] > 0.03  # the last look keeps most of the power
+    assert nominal_levels((5,), 0.9) == pytest.approx((0.1,))  # one look: the grid's own level
+
+
+def test_boundaries_keep_the_chance_of_any_false_crossing_at_alpha() -> None:
+    """Fresh null paths (another seed than the calibration's): a paired t crossing any look's boundary ≤ α."""
+    schedule, alpha = (3, 5, 8, 10), 0.05
+    levels = nominal_levels(schedule, 1 - alpha)
+    x = np.random.default_rng(99).standard_normal((20000, 10)) * 3.0 + 0.0
+    crossed = np.zeros(len(x), dtype=bool)
+    for n, a in zip(schedule, levels, strict=True):
+        d = x[:, :n]
+        t = np.abs(d.mean(axis=1) / (d.std(axis=1, ddof=1) / math.sqrt(n)))
+        crossed |= t > stats.t.ppf(1 - a / 2, n - 1)
+    assert 0.04 <= crossed.mean() <= 0.056, crossed.mean()
+    naive = np.zeros(len(x), dtype=bool)  # the same four looks, each at 0.05: what spending prevents
+    for n in schedule:
+        d = x[:, :n]
+        naive |= np.abs(d.mean(axis=1) / (d.std(axis=1, ddof=1) / math.sqrt(n))) > stats.t.ppf(0.975, n - 1)
+    assert naive.mean() > 0.08
 
 
 def test_planted_contrast_resolves_with_its_sign() -> None:
