@@ -105,6 +105,9 @@ def apply_search(config: Any) -> None:
                          "drop asha: (or set asha: null)")
     config.sampler, config.asha = "grid", None
     if search.method == "race":
+        if config.n_trials is not None:
+            raise ValueError("n_trials: a race's trials are bounded by search.max_seeds per candidate a question "
+                             "needs; drop n_trials (time_budget still applies)")
         pool = config.seeds if isinstance(config.seeds, int) else len(config.seeds)
         if pool < search.max_seeds:
             raise ValueError(f"seeds: the race draws up to search.max_seeds={search.max_seeds} seeds per candidate "

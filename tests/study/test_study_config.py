@@ -154,14 +154,18 @@ def test_set_overrides_parse_yaml_values(in_tmp: Path) -> None:
         ({"data": "nowhere.tar.gz"}, [], "data", "no such dataset"),
         ({}, ["n_trials"], "--set n_trials", "expected KEY.PATH=VALUE"),
         ({}, ["name.x=1"], "name", "not a mapping"),
-        ({"search": {"method": "race"}, "asha": None, "seeds": 4, "sampler": "grid"}, [], "seeds",
+        ({"search": {"method": "race"}, "asha": None, "seeds": 4, "sampler": "grid", "n_trials": None}, [], "seeds",
          "max_seeds=10 seeds per candidate"),
-        ({"search": {"method": "race", "max_seeds": 4}, "sampler": "grid"}, [], "search.method", "drop asha:"),
-        ({"search": {"method": "race"}, "asha": None}, ["sampler=random"], "search.method", "drop sampler: random"),
+        ({"search": {"method": "race", "max_seeds": 4}, "sampler": "grid", "n_trials": None}, [], "search.method",
+         "drop asha:"),
+        ({"search": {"method": "race"}, "asha": None, "n_trials": None}, ["sampler=random"], "search.method",
+         "drop sampler: random"),
         ({"search": {"method": "race", "min_seeds": 2}}, [], "search.min_seeds", "must be ≥ 3 (got 2)"),
         ({"search": {"method": "race", "min_seeds": 5, "max_seeds": 4}}, [], "search.max_seeds", "below min_seeds"),
         ({"search": {"method": "grid", "grace_period": 2}}, [], "search.grace_period", "only for method: asha"),
         ({"search": {"method": "bandit"}}, [], "search.method", "'grid', 'asha' or 'race'"),
+        ({"search": {"method": "race", "max_seeds": 3}, "asha": None, "sampler": "grid"}, [], "n_trials",
+         "drop n_trials"),
     ],
 )
 def test_bad_study_files_name_file_key_and_reason(in_tmp: Path, changes: dict, overrides: list, key: str,
@@ -180,10 +184,10 @@ SHIPPED_STUDIES = sorted((REPO / "studies").glob("*.yaml"))
 
 def test_search_section_sets_the_older_keys(in_tmp: Path) -> None:
     """A race draws max_seeds seeds from the pool; `--set search.method=grid` keeps that pool for the grid."""
-    race = load_study(write(in_tmp, study_dict(search={"method": "race", "max_seeds": 5}, asha=None, sampler="grid")))
+    racing = study_dict(search={"method": "race", "max_seeds": 5}, asha=None, sampler="grid", n_trials=None)
+    race = load_study(write(in_tmp, racing))
     assert (race.sampler, race.asha, race.seed_list) == ("grid", None, [0, 1, 2, 3, 4])
-    grid = load_study(write(in_tmp, study_dict(search={"method": "race", "max_seeds": 5}, asha=None, sampler="grid")),
-                      ["search.method=grid"])
+    grid = load_study(write(in_tmp, racing), ["search.method=grid"])
     assert (grid.sampler, grid.asha, grid.seed_list) == ("grid", None, [0, 1, 2, 3, 4])
     asha = load_study(write(in_tmp, study_dict(search={"method": "asha", "grace_period": 2}, asha=None)))
     assert (asha.asha.grace_period, asha.asha.max_epochs, asha.sampler) == (2, asha.max_epochs, "tpe")
@@ -191,7 +195,7 @@ def test_search_section_sets_the_older_keys(in_tmp: Path) -> None:
 
 def test_a_race_without_questions_is_refused_before_anything_is_stored(in_tmp: Path, capsys) -> None:
     space = {"candidates": [{"name": "resnet-8"}, {"name": "resnet-14"}]}  # no budget, one family: none derived
-    path = write(in_tmp, study_dict(space=space, search={"method": "race"}, asha=None, sampler="grid"))
+    path = write(in_tmp, study_dict(space=space, search={"method": "race"}, asha=None, sampler="grid", n_trials=None))
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert "questions: a race allocates seeds to open questions, and this study asks none" in err
