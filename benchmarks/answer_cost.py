@@ -8,8 +8,9 @@ script reads it and never changes it). Steps:
   2. Replay (default): the full table's decision = the grid on all its seeds at the plan's confidence. Then, for
      each of the plan's resamples, a random subset of max_seeds seeds in random order is the race's pool; the
      race is replayed on the table (`archsearch.analysis.race`, the code a study runs), beside two baselines on
-     the same subset: the grid on the same seeds, and a uniform grid of the race's cost (every candidate on the
-     first k pool seeds, k = the race's mean seeds per candidate, at least 3).
+     the same subset: the grid on the same seeds, a uniform grid of the race's cost (every candidate on the
+     first k pool seeds, k = the race's mean seeds per candidate, at least 3), and a uniform low-fidelity grid of
+     the race's cost (every candidate on every pool seed, read at the epoch that spends what the race spent).
   3. Reported per method: P(decision == the full table's) over the questions the full table resolves, the rate
      of wrong resolved decisions, and the epochs it trained relative to the full table and to the grid on the same
      seeds; results in benchmarks/results/answer_cost.{json,md}.
@@ -100,11 +101,14 @@ def evaluate(plan: dict[str, Any], table: CurveTable, resamples: int) -> dict[st
         pool = [int(s) for s in rng.permutation(seeds)[: settings.max_seeds]]
         raced = race(questions, pool, settings, lambda j: table.value(j))
         k = max(3, round(raced.epochs_trained / (len(names) * epochs)))
+        e_low = min(epochs, max(1, round(raced.epochs_trained / (len(names) * len(pool)))))
         runs = {"race": (raced.answers, raced.epochs_trained),
                 "grid_same_seeds": (grid_answers(questions, values_of(table, names, pool, epochs), pool,
                                                  rp["confidence"]), len(names) * len(pool) * epochs),
                 "uniform_grid_race_cost": (grid_answers(questions, values_of(table, names, pool[:k], epochs),
-                                                        pool[:k], rp["confidence"]), len(names) * k * epochs)}
+                                                        pool[:k], rp["confidence"]), len(names) * k * epochs),
+                "low_fidelity_grid_race_cost": (grid_answers(questions, values_of(table, names, pool, e_low), pool,
+                                                             rp["confidence"]), len(names) * len(pool) * e_low)}
         for method, (answers, spent) in runs.items():
             s = stats[method]
             s["epochs"].append(spent)
