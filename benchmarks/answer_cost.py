@@ -74,14 +74,14 @@ def values_of(table: CurveTable, names: list[str], seeds: list[int], epoch: int)
     return {(n, s): table.value(Job(n, s, epoch)) for n in names for s in seeds}
 
 
-def train_table(plan: dict[str, Any]) -> None:
+def train_table(plan: dict[str, Any], table: Path = TABLE) -> None:
     """Run the plan's study and export its curves (the one expensive step)."""
     study = ROOT / plan["study"]
     runs = ROOT / "runs-benchmarks"
     subprocess.run([sys.executable, "-m", "archsearch.cli", "run", str(study), "--runs-dir", str(runs), "--yes"],
                    check=True, cwd=ROOT)
     subprocess.run([sys.executable, "-m", "archsearch.cli", "curves", str(study), "--runs-dir", str(runs),
-                    "--out", str(TABLE)], check=True, cwd=ROOT)
+                    "--out", str(table)], check=True, cwd=ROOT)
 
 
 def evaluate(plan: dict[str, Any], table: CurveTable, resamples: int) -> dict[str, Any]:
@@ -147,7 +147,7 @@ def summarize(plan: dict[str, Any], full: list[Answer], counted: list[int], stat
 
 
 def markdown(res: dict[str, Any]) -> str:
-    out = ["# What an answer costs: the race vs the full table (pre-registered: `benchmarks/answer_cost_plan.yaml`)",
+    out = [f"# What an answer costs: the race vs the full table (pre-registered: `{res['plan']}`)",
            "", f"{res['resamples']} resamples; full table = every candidate x every seed "
            f"({res['grid_epochs_full_table']} epochs); grid on the same seeds = {res['grid_epochs_same_seeds']} "
            "epochs.", "", "## The full table's decisions", ""]
@@ -172,17 +172,22 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--plan", type=Path, default=PLAN, help="the pre-registration (default the first plan)")
     p.add_argument("--train", action="store_true", help="train the table first (the expensive step)")
     p.add_argument("--curves", type=Path, default=TABLE, help=f"the table (default {TABLE.relative_to(ROOT)})")
     p.add_argument("--resamples", type=int, default=None, help="override the plan's resamples (smoke runs only)")
-    p.add_argument("--out", type=Path, default=RESULTS / "answer_cost", help="results stem (.json and .md)")
+    p.add_argument("--out", type=Path, default=None, help="results stem (.json and .md; default "
+                   "benchmarks/results/answer_cost, answer_cost2 for plan2)")
     args = p.parse_args()
-    plan = yaml.safe_load(PLAN.read_text())
+    plan = yaml.safe_load(args.plan.read_text())
+    table = ROOT / plan["table"] if "table" in plan and args.curves == TABLE else args.curves
     if args.train:
-        train_table(plan)
-    res = evaluate(plan, read_curves(args.curves), args.resamples or plan["resamples"])
-    args.out.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    args.out.with_suffix(".md").write_text(markdown(res))
+        train_table(plan, table)
+    res = evaluate(plan, read_curves(table), args.resamples or plan["resamples"])
+    res["plan"] = str(args.plan.resolve().relative_to(ROOT))
+    out = args.out or RESULTS / ("answer_cost2" if args.plan.name.endswith("2.yaml") else "answer_cost")
+    out.with_suffix(".json").write_text(json.dumps(res, indent=1))
+    out.with_suffix(".md").write_text(markdown(res))
     print(markdown(res))
     return 0
 
