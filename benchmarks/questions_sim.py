@@ -2,6 +2,7 @@
 synthetic seed tables, measure coverage and false decisions. Pre-registered criteria (the tests assert them):
 n₀ 95 % interval covers a planted n₀ ≥ 0.90 with four declared references; a single winner among four equal K
 (5 seeds) in ≤ 5 %; no option of warp.yaml's names-per-option shape wins a single-winner decision in > 5 %.
+The race (archsearch.analysis.race): false decisions on null tables ≤ 5 %.
 
     python benchmarks/questions_sim.py [--reps 1000] [--json]
 """
@@ -65,6 +66,38 @@ def contrast_rates(reps: int) -> dict[str, float]:
     return {"coverage_5_seeds": cover / reps, "resolves_+1pt_20_seeds": power / reps, "wrong_sign": wrong / reps}
 
 
+def race_rates(reps: int, max_seeds: int = 10) -> dict[str, float]:
+    """The race (min 3, max `max_seeds`) on synthetic tables: false decisions under the null, and how a planted
+    +1-point contrast (noise 1 point per seed and candidate) resolves against the fixed grid on max_seeds seeds."""
+    from archsearch.analysis.race import RaceSettings, race
+    from archsearch.study.questions import Question, ResolvedQuestion, Selector
+
+    cmp = ResolvedQuestion(Question(id="c", kind="compare", a=Selector(names=["a"]), b=Selector(names=["b"])),
+                           a=("a",), b=("b",))
+    best = ResolvedQuestion(Question(id="k", kind="best", candidates=Selector(names=list("abcd")), option="name"),
+                            options=tuple((n, (n,)) for n in "abcd"))
+    rng = np.random.default_rng(400)
+    settings, pool = RaceSettings(3, max_seeds, 0.95, 1), list(range(max_seeds))
+    null_cmp = null_best = planted = planted_wrong = grid_planted = 0
+    seeds_used = []
+    for _ in range(reps):
+        t = {(n, s): 60.0 + rng.standard_normal() for n in "abcd" for s in pool}
+        r = race([cmp, best], pool, settings, lambda j, t=t: t[(j.name, j.seed)])
+        null_cmp += r.answers[0].result.decision in "+-"
+        null_best += r.answers[1].resolved
+        t = {(n, s): (61.0 if n == "a" else 60.0) + rng.standard_normal() for n in "ab" for s in pool}
+        r = race([cmp], pool, settings, lambda j, t=t: t[(j.name, j.seed)])
+        planted += r.answers[0].result.decision == "+"
+        planted_wrong += r.answers[0].result.decision == "-"
+        seeds_used.append(r.seeds_used["a"])
+        g = contrast(Sample("a", tuple(t[("a", s)] for s in pool), tuple(pool)),
+                     Sample("b", tuple(t[("b", s)] for s in pool), tuple(pool)))
+        grid_planted += g.decision == "+"
+    return {"null_compare_resolved": null_cmp / reps, "null_best_single_winner": null_best / reps,
+            "planted_+1_resolved": planted / reps, "planted_wrong_sign": planted_wrong / reps,
+            "planted_mean_seeds": float(np.mean(seeds_used)), f"grid_{max_seeds}_seeds_resolved": grid_planted / reps}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=1000)
@@ -75,7 +108,8 @@ def main() -> int:
            "n0_one_shared_reference": n0_coverage(args.reps, shared=True),
            "best_four_equal_K": best_null(args.reps, {1: 1, 2: 1, 3: 1, 4: 1}),
            "best_names_per_option_12_8_3": best_null(args.reps, {1: 3, 2: 12, 3: 8}),
-           "contrast": contrast_rates(args.reps)}
+           "contrast": contrast_rates(args.reps),
+           "race_max_10": race_rates(args.reps), "race_max_20": race_rates(args.reps, 20)}
     print(json.dumps(out, indent=1) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
     return 0
 
