@@ -217,8 +217,8 @@ def test_fractional_grace_period_keeps_the_published_rungs(in_tmp: Path) -> None
     per_trial = ["search.method=asha", "search.grace_period=0.125", "search.reduction_factor=3"]
     config = load_study(REPO / "studies" / "cifar10_budget1.7M.yaml", per_trial)  # the race's file, run by ASHA
     assert (config.asha.grace_period, config.asha.max_epochs, config.sampler) == (25, 200, "grid")
-    assert load_study(REPO / "studies" / "wrn_depth_width.yaml").asha.grace_period == 25
-    assert load_study(REPO / "studies" / "wrn_depth_width.yaml", ["train.epochs=20"]).asha.grace_period == 3
+    assert load_study(REPO / "studies" / "wrn_depth_width.yaml").asha.grace_period == 61  # after the LR drop at 60
+    assert load_study(REPO / "studies" / "wrn_depth_width.yaml", ["train.epochs=20"]).asha.grace_period == 7
     same = write(in_tmp, study_dict(), "same.yaml")  # an explicit max_epochs equal to train.epochs is fine
     assert load_study(same, ["train.epochs=3"]).max_epochs == 3
 
