@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from archsearch.errors import ConfigError
+
 _RECORDERS: list[list[tuple[int, tuple[int, ...]]]] = []
 
 
@@ -43,7 +45,7 @@ def place(net: nn.Module, devices: Sequence[str | torch.device]) -> nn.Module:
     Units place themselves (`spread(devices)`: `BranchSet`, `WarpOperator`); one device entry or none
     leaves the network on that device. Returns `net`.
     """
-    targets = [torch.device(d) for d in devices]
+    targets = [_usable(d) for d in devices]
     if not targets:
         return net
     net.to(targets[0])
@@ -62,3 +64,16 @@ def placement(net: nn.Module) -> dict[str, int]:
         for i, entry in enumerate(getattr(module, "placement", None) or []):
             out[f"{name}.{i}"] = entry
     return out
+
+
+def _usable(device: str | torch.device) -> torch.device:
+    """A listed device this machine has, else a one-line `ConfigError` naming it."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"train.model_parallel: {str(device)!r} is not a torch device (cpu, cuda:1, ...)") from None
+    if dev.type == "cuda":
+        have = torch.cuda.device_count()
+        if (dev.index or 0) >= have:
+            raise ConfigError(f"train.model_parallel: {dev} is not here: this machine has {have} CUDA device(s)")
+    return dev
