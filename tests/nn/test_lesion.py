@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from archsearch.nn.build import build
 from archsearch.nn.lesion import deletable_parts, lesion, route_gradient, surviving_paths, whole_units
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small tensors: one thread is faster than two on the shared 2-core machine (and not disturbed by it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 
 def _trained_like(name: str, strategy: str = "loop") -> nn.Module:

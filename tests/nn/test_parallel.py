@@ -11,6 +11,15 @@ from archsearch.errors import ConfigError
 from archsearch.nn.build import build
 from archsearch.nn.parallel import place, placement, record_transfers
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small tensors: one thread is faster than two on the shared 2-core machine (and not disturbed by it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def _grads(net: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
