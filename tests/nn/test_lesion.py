@@ -9,6 +9,7 @@ from torch import nn
 from archsearch.nn.build import build
 from archsearch.nn.lesion import deletable_parts, lesion, route_gradient, surviving_paths, whole_units
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Small tensors: one thread is faster than two on the shared 2-core machine (and not disturbed by it)."""

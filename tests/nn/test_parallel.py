@@ -11,6 +11,7 @@ from archsearch.errors import ConfigError
 from archsearch.nn.build import build
 from archsearch.nn.parallel import place, placement, record_transfers
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Small tensors: one thread is faster than two on the shared 2-core machine (and not disturbed by it)."""
