@@ -22,6 +22,7 @@ COMMANDS = {
     "dashboard": "archsearch.commands.dashboard",
     "report": "archsearch.commands.report",
     "export": "archsearch.commands.export",
+    "lesion": "archsearch.commands.lesion",
 }
 
 
