@@ -82,3 +82,18 @@ def test_a_missing_cuda_device_is_one_line() -> None:
     n = torch.cuda.device_count()
     with pytest.raises(ConfigError, match=rf"train.model_parallel: cuda:{n} is not here: this machine has {n} CUDA"):
         place(build("multiresnet-8-k2"), ["cpu", f"cuda:{n}"])
+
+
+def test_the_benchmark_says_when_there_are_not_two_gpus(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "parallel.py"
+    spec = importlib.util.spec_from_file_location("parallel_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert bench.main([]) == 0
+    assert capsys.readouterr().out == ("benchmarks/parallel.py: model parallelism needs at least 2 GPUs, this "
+                                       "machine has 1; nothing measured\n")
