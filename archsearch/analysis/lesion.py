@@ -26,7 +26,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from archsearch.nn.lesion import Part, deletable_parts, lesion, route_gradient, surviving_paths, whole_units
+from archsearch.nn.lesion import (
+    Part,
+    deletable_parts,
+    lesion,
+    route_gradient,
+    single_functions,
+    surviving_paths,
+    whole_units,
+)
 from archsearch.nn.norm import batch_norm_layers
 from archsearch.train.augment import Normalizer
 from archsearch.train.evaluate import evaluate, recalibrate_bn
@@ -85,12 +93,13 @@ def _part_row(part: Part, error: float) -> dict[str, Any]:
 
 
 def lesion_study(evaluator: Evaluator, *, draws: int = 5, seed: int = 0, max_removed: int | None = None,
-                 progress: Progress | None = None) -> dict[str, Any]:
-    """Base error, every single deletion, and error vs number of whole units removed (mean ± std over draws)."""
+                 remove: str = "units", progress: Progress | None = None) -> dict[str, Any]:
+    """Base error, every single deletion, and error vs number of whole units (or single residual functions,
+    `remove="functions"`) removed at random, mean ± std over draws."""
     net = evaluator.net
     say = progress or (lambda _msg: None)
     parts = deletable_parts(net)
-    units = whole_units(net)
+    units = whole_units(net) if remove == "units" else single_functions(net)
     base = evaluator.error()
     say(f"no deletion: {base:.2f} % error")
     single = []
@@ -109,8 +118,9 @@ def lesion_study(evaluator: Evaluator, *, draws: int = 5, seed: int = 0, max_rem
         removed.append({"n": n, "error_mean": statistics.fmean(errors),
                         "error_std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
                         "draws": len(errors), "paths": paths[0] if len(set(paths)) == 1 else statistics.fmean(paths)})
-        say(f"{n} of {len(units)} units removed: {removed[-1]['error_mean']:.2f} ± {removed[-1]['error_std']:.2f} %")
-    return {"base_error": base, "paths": surviving_paths(net), "units": len(units), "single": single,
+        say(f"{n} of {len(units)} {remove} removed: {removed[-1]['error_mean']:.2f} ± {removed[-1]['error_std']:.2f} %")
+    return {"base_error": base, "paths": surviving_paths(net), "units": len(whole_units(net)), "remove": remove,
+            "removable": len(units), "single": single,
             "removed": removed, "bn": "trained" if evaluator.recalibrate is None else "recalibrated"}
 
 

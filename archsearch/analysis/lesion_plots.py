@@ -61,20 +61,20 @@ def plot_curves(results: list[dict[str, Any]], out_dir: Path) -> FigureFiles:
     ax = mfig.subplots()
     pfig = go.Figure()
     for r in results:
-        xs = [0.0] + [row["n"] / r["units"] for row in r["removed"]]
+        xs = [0.0] + [row["n"] / r.get("removable", r["units"]) for row in r["removed"]]
         ys = [r["base_error"]] + [row["error_mean"] for row in r["removed"]]
         sd = [0.0] + [row["error_std"] for row in r["removed"]]
-        text = ["nothing deleted"] + [f"{row['n']} of {r['units']} units, {row['paths']:,} paths left"
-                                      for row in r["removed"]]
+        of = f"of {r.get('removable', r['units'])} {r.get('remove', 'units')}"
+        text = ["nothing deleted"] + [f"{row['n']} {of}, {row['paths']:,} paths left" for row in r["removed"]]
         ax.errorbar(xs, ys, yerr=sd, fmt="o-", capsize=3, color=_color(r["family"]), label=r["name"])
         pfig.add_trace(go.Scatter(x=xs, y=ys, error_y=dict(type="data", array=sd), mode="lines+markers",
                                   name=r["name"], hovertext=text, marker_color=_color(r["family"])))
-    ax.set_xlabel("fraction of residual units deleted")
+    ax.set_xlabel("fraction of residual units (or functions) deleted")
     ax.set_ylabel("validation error (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     mfig.suptitle(title)
-    pfig.update_layout(title_text=title, xaxis_title="fraction of residual units deleted",
+    pfig.update_layout(title_text=title, xaxis_title="fraction of residual units (or functions) deleted",
                        yaxis_title="validation error (%)", template="plotly_white", width=720, height=460)
     files = _save("lesion_curves", title, mfig, pfig, out_dir)
     files.caption = CURVES_CAPTION

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subset", type=positive_int, metavar="N", help="evaluate on the first N validation images")
     parser.add_argument("--draws", type=positive_int, default=5, help="random draws per number removed (default 5)")
     parser.add_argument("--max-removed", type=positive_int, metavar="N", help="remove up to N units (default all)")
+    parser.add_argument("--remove", choices=["units", "functions"], default="units",
+                        help="what random deletions draw: whole units (default) or single residual functions")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random deletions and path samples")
     parser.add_argument("--recalibrate-bn", type=positive_int, metavar="N",
                         help="re-estimate BN statistics on N training images for every lesion (default: trained)")
@@ -100,7 +102,7 @@ def lesion_checkpoint(spec: Any, weights: Path, args: argparse.Namespace, *, nam
     result = {"name": spec.name, "family": spec.family, "weights": str(weights), "epoch": meta.get("epoch"),
               "images": len(images), "split": where, "draws": args.draws, "seed": args.seed}
     result.update(lesion_study(evaluator, draws=args.draws, seed=args.seed, max_removed=args.max_removed,
-                               progress=say))
+                               remove=args.remove, progress=say))
     if args.paths:
         try:
             result["effective_paths"] = effective_paths(net, images, labels, normalize, samples=args.path_samples,
@@ -191,7 +193,8 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
         down = " (downsampling)" if row["downsampling"] else ""
         label = f"stage {row['stage']} unit {row['unit']} {row['part']}{down}"
         print(f"    {label:<38} {row['error']:6.2f} %  {row['error'] - base:+6.2f}")
-    print(f"  units removed at random ({result['draws']} draws, seed {result['seed']}):")
+    print(f"  {result['remove']} removed at random, of {result['removable']} ({result['draws']} draws, "
+          f"seed {result['seed']}):")
     print("    n    error (mean ± std)    paths left")
     for row in result["removed"]:
         paths = f"{row['paths']:,}" if isinstance(row["paths"], int) else f"{row['paths']:,.1f}"

@@ -117,6 +117,13 @@ def whole_units(net: nn.Module) -> list[Part]:
     return [p for p in deletable_parts(net) if p.whole_unit]
 
 
+def single_functions(net: nn.Module) -> list[Part]:
+    """Every residual function as its own part (a unit of one function is itself): for random deletions
+    that remove the same amount of computation from a ResNet and a Multi-ResNet of equal size."""
+    parts = deletable_parts(net)
+    return [p for p in parts if len(p.functions) == 1 and p.term is None]
+
+
 @contextlib.contextmanager
 def lesion(net: nn.Module, parts: Iterable[Part]) -> Iterator[nn.Module]:
     """Delete `parts` (residual parts give zeros, shortcuts and merges stay) for the `with` block."""

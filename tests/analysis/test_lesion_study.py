@@ -103,3 +103,12 @@ def test_effective_path_shares_sum_to_one_over_the_binomial_support(data) -> Non
 def test_effective_range_holds_the_central_mass() -> None:
     assert effective_range([0.01, 0.02, 0.5, 0.45, 0.02]) == (2, 3)
     assert effective_range([1.0]) == (0, 0)
+
+
+def test_random_deletions_of_single_functions(data) -> None:
+    images, labels, normalize = data
+    net = build("multiresnet-8-k2", strategy="loop").eval()
+    result = lesion_study(Evaluator(net, images, labels, normalize), draws=2, seed=0, max_removed=2,
+                          remove="functions")
+    assert result["units"] == 3 and result["removable"] == 6 and result["remove"] == "functions"
+    assert result["removed"][0]["paths"] == 3 * 3 * 2  # one function gone: one unit has 2 ways instead of 3

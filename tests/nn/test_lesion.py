@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 from archsearch.nn.build import build
-from archsearch.nn.lesion import deletable_parts, lesion, route_gradient, surviving_paths, whole_units
+from archsearch.nn.lesion import (
+    deletable_parts,
+    lesion,
+    route_gradient,
+    single_functions,
+    surviving_paths,
+    whole_units,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -144,3 +151,11 @@ def test_gradient_routing_keeps_the_forward_pass() -> None:
         routed = net(x)
     torch.testing.assert_close(routed, full, rtol=0, atol=0)
     assert all(not u.functions.detached for u in net.body)
+
+
+def test_single_functions_are_every_residual_function_once() -> None:
+    assert [p.part for p in single_functions(build("resnet-26"))] == ["unit"] * 12
+    multi = single_functions(build("multiresnet-14-k2"))
+    assert len(multi) == 12 and {p.part for p in multi} == {"function 1", "function 2"}
+    warp = single_functions(build("warpnet-19-1-K3-v2"))
+    assert [p.part for p in warp] == ["F1", "F2", "F3"] * 3
