@@ -110,7 +110,7 @@ def plot_paths(results: list[dict[str, Any]], out_dir: Path) -> FigureFiles | No
 
     def sub(r: dict[str, Any]) -> str:
         lo, hi = r["effective_paths"]["range"]
-        return f"{r['name']}: 90 % of the gradient through {lo}-{hi} of {r['effective_paths']['units']} units"
+        return f"{r['name']}: 90 % via {lo}-{hi} of {r['effective_paths']['units']} units"
 
     files = _panels("effective_paths", "Effective paths: gradient share by path length", results, sub, draw,
                     out_dir, "residual units on the path", "share of the gradient")

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recalibrate-bn", type=positive_int, metavar="N",
                         help="re-estimate BN statistics on N training images for every lesion (default: trained)")
     parser.add_argument("--paths", action="store_true", help="also measure effective paths (gradient per length)")
-    parser.add_argument("--path-samples", type=positive_int, default=3, help="sampled paths per length (default 3)")
+    parser.add_argument("--path-samples", type=positive_int, default=5, help="sampled paths per length (default 5)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads (default: torch's)")
     parser.add_argument("--json", action="store_true", help="one JSON line per network, no progress")

@@ -79,3 +79,36 @@ def test_lesion_errors_are_one_line(checkpoint: Path, tmp_path: Path, capsys: py
     assert "weights do not fit resnet-8" in one_error(capsys, ["lesion", "resnet-8", "--weights", str(state)])
     assert "give --weights CKPT" in one_error(capsys, ["lesion", "resnet-8"])
     assert checkpoint.exists()
+
+
+def test_a_studys_best_per_family_is_lesioned_and_kept_for_the_report(
+        checkpoint: Path, data_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    import optuna
+    import yaml
+    from optuna.trial import TrialState, create_trial
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ARCHSEARCH_RUNS", str(tmp_path / "runs"))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name="les")
+    other = tmp_path / "other.pt"
+    torch.save({"model": build("resnet-8").state_dict(), "name": "resnet-8", "history": [],
+                "config": {"val_size": 100}}, other)
+    for number, (value, ckpt) in enumerate([(40.0, checkpoint), (45.0, other), (50.0, None)]):
+        attrs = {"name": "resnet-8" if number < 2 else "dmrnet-8-K2", "family": "resnet" if number < 2 else "dmrnet",
+                 "seed": number, "epochs": 1, "max_epochs": 1, "full_fidelity": True}
+        if ckpt is not None:
+            attrs["checkpoint"] = str(ckpt)
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, user_attrs=attrs))
+    (tmp_path / "les.yaml").write_text(yaml.safe_dump({"name": "les", "storage": storage}))
+    argv = ["lesion", "les.yaml", "--per-family", "--subset", "20", "--draws", "1", "--max-removed", "1", "--json",
+            "--threads", "1"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1  # the dmrnet has no checkpoint: only resnet-8 is lesioned, from its best seed
+    out = json.loads(lines[0])
+    assert out["name"] == "resnet-8" and out["weights"] == str(checkpoint) and out["study"] == "les"
+    assert json.loads((tmp_path / "runs" / "les" / "lesion" / "resnet-8.json").read_text()) == out
+    line = one_error(capsys, ["lesion", "les.yaml", "--weights", str(checkpoint)])
+    assert "--weights applies to one architecture" in line
