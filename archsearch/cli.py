@@ -24,6 +24,7 @@ COMMANDS = {
     "export": "archsearch.commands.export",
     "curves": "archsearch.commands.curves",
     "replay": "archsearch.commands.replay",
+    "lesion": "archsearch.commands.lesion",
 }
 
 

@@ -38,6 +38,7 @@ class FigureFiles:
     title: str
     png: Path
     html: Path
+    caption: str = ""  # one sentence saying what the figure shows
 
 
 def _color(family: str) -> str:

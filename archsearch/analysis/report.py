@@ -20,12 +20,14 @@ from typing import Any
 
 from archsearch.analysis.answers import StudyAnalysis, analyze
 from archsearch.analysis.best import BestResult
+from archsearch.analysis.lesion_plots import lesion_figures
 from archsearch.analysis.plots import FigureFiles, draw_all
 from archsearch.analysis.questions import StudyAnswers, as_json, describe
 from archsearch.analysis.race import answers_of_study, race_json, race_markdown
 from archsearch.analysis.stats import LEVEL, N_BOOT
 from archsearch.study.attachments import attach_report
 from archsearch.study.records import load_records
+from archsearch.study.runs import resolve_runs_dir
 
 
 def write_report(
@@ -42,6 +44,7 @@ def write_report(
     result = analyze(records, seed=seed, n_boot=n_boot, level=level)
     asked, raced = answers_of_study(dict(study.user_attrs), records, level=level, seed=seed)
     figures = draw_all(result, out_dir / "figures")
+    figures += lesion_figures(resolve_runs_dir()[0] / study.study_name / "lesion", out_dir / "figures")
     path = out_dir / "report.md"
     declared = declared_markdown(asked) + ("\n" + race_markdown(raced) if raced is not None else "")
     text = render_markdown(study.study_name, result, figures, out_dir)
@@ -217,7 +220,8 @@ def render_markdown(name: str, a: StudyAnalysis, figures: list[FigureFiles], bas
     out += ["## Figures", ""]
     for f in figures:
         png, html = f.png.relative_to(base).as_posix(), f.html.relative_to(base).as_posix()
-        out += [f"### {f.title}", "", f"![{f.title}]({png})", "", f"[interactive version]({html})", ""]
+        out += [f"### {f.title}", "", *([f.caption, ""] if f.caption else []), f"![{f.title}]({png})", "",
+                f"[interactive version]({html})", ""]
     out += ["## How these numbers are computed", "", METHOD]
     return "\n".join(out) + "\n"
 

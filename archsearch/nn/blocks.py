@@ -5,7 +5,7 @@ A residual *function* is an `nn.Sequential` of BN / ReLU / Dropout / Conv layers
 A *unit* combines its functions with a shortcut: pre-activation sum (ResNet, WRN, Multi-ResNet),
 post-activation sum (postresnet, DVANet) or merge-and-run (DMRNet). WarpNet units are in `warp.py`.
 Every module also maps path-length polynomials (`paths`), so path statistics come from the built
-structure rather than a per-family formula.
+structure rather than a per-family formula (and count only the surviving paths under a lesion).
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class PreActUnit(nn.Module):
 
     def paths(self, streams: list[Poly]) -> list[Poly]:
         (p,) = streams
-        return [poly_add(p, poly_scale(poly_shift(p, self.convs), len(self.functions)))]
+        return [poly_add(p, poly_scale(poly_shift(p, self.convs), self.functions.live()))]
 
 
 class PostSumUnit(nn.Module):
@@ -164,7 +164,7 @@ class PostSumUnit(nn.Module):
 
     def paths(self, streams: list[Poly]) -> list[Poly]:
         (p,) = streams
-        return [poly_add(p, poly_scale(poly_shift(p, self.convs), len(self.functions)))]
+        return [poly_add(p, poly_scale(poly_shift(p, self.convs), self.functions.live()))]
 
 
 class MergeRunUnit(nn.Module):
@@ -203,7 +203,8 @@ class MergeRunUnit(nn.Module):
         if len(streams) == 1:
             streams = streams * k
         merged = poly_add(*streams)
-        branches = [poly_shift(p, self.convs) for p in streams]
+        gone = self.functions.deleted  # a deleted H_i passes no path (test-time lesions)
+        branches = [[0] if i in gone else poly_shift(p, self.convs) for i, p in enumerate(streams)]
         if self.last:
             return [poly_add(merged, *branches)]
         return [poly_add(merged, b) for b in branches]

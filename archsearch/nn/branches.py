@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archsearch.nn.norm import batch_statistics_only
+from archsearch.nn.parallel import transfer
 
 STRATEGIES = ("loop", "grouped", "auto")
 STRATEGY_CANDIDATES = ("loop", "grouped")  # what `auto` chooses between
@@ -115,27 +116,55 @@ class BranchSet(nn.Module):
         self.branches = nn.ModuleList(functions)
         self.strategy = strategy
         self.used: dict[tuple[str, tuple[int, ...]], str] = {}  # (entry, input shape) -> strategy that ran
+        # Test-time lesions (`archsearch.nn.lesion`): deleted functions give zeros, detached ones pass no gradient.
+        self.deleted: frozenset[int] = frozenset()
+        self.detached: frozenset[int] = frozenset()
+        self.devices: list[torch.device] | None = None  # model parallelism (`archsearch.nn.parallel.place`)
+        self.placement: list[int] = []
 
     def __len__(self) -> int:
         return len(self.branches)
+
+    def live(self) -> int:
+        """Functions not deleted by a lesion."""
+        return len(self.branches) - len(self.deleted)
+
+    def spread(self, devices: list[torch.device]) -> None:
+        """Function i on `devices[i mod n]`; inputs go there and outputs come back to `devices[0]`."""
+        self.devices = list(devices)
+        self.placement = [i % len(devices) for i in range(len(self.branches))]
+        for f, entry in zip(self.branches, self.placement, strict=True):
+            f.to(devices[entry])
+
+    def _call(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """f_i(x) on its device, with its lesion applied; the per-function path every strategy but `grouped` takes."""
+        f = self.branches[i]
+        if self.devices is not None:
+            entry = self.placement[i]
+            out = transfer(f(transfer(x, self.devices[entry], entry)), self.devices[0], 0)
+        else:
+            out = f(x)
+        if i in self.deleted:
+            return torch.zeros_like(out)
+        return out.detach() if i in self.detached else out
 
     # ---------------------------------------------------------------- public entry points
     def sum_shared(self, x: torch.Tensor) -> torch.Tensor:
         """sum_i f_i(x): every function reads the same input."""
         if len(self.branches) == 1:
-            return self.branches[0](x)
+            return self._call(0, x)
         return self._run("sum_shared", x, self._choose("sum_shared", x))
 
     def each_shared(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[f_i(x)] for one shared input (the first merge-and-run unit)."""
         if len(self.branches) == 1:
-            return [self.branches[0](x)]
+            return [self._call(0, x)]
         return self._run("each_shared", x, self._choose("each_shared", x))
 
     def each(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         """[f_i(x_i)]: function i reads stream i (merge-and-run)."""
         if len(self.branches) == 1:
-            return [self.branches[0](xs[0])]
+            return [self._call(0, xs[0])]
         return self._run("each", xs, self._choose("each", xs[0]))
 
     def _run(self, entry: str, x: Any, strategy: str) -> Any:
@@ -147,13 +176,14 @@ class BranchSet(nn.Module):
                 out = grouped_forward(self.branches, x, stacked=False)
             out = self._unstack(out)
             return out.sum(1) if entry == "sum_shared" else list(out.unbind(1))
+        k = len(self.branches)
         if entry == "each":
-            return [f(xi) for f, xi in zip(self.branches, x, strict=True)]
+            return [self._call(i, xi) for i, xi in zip(range(k), x, strict=True)]
         if entry == "each_shared":
-            return [f(x) for f in self.branches]
-        out = self.branches[0](x)
-        for f in self.branches[1:]:
-            out = out + f(x)
+            return [self._call(i, x) for i in range(k)]
+        out = self._call(0, x)
+        for i in range(1, k):
+            out = out + self._call(i, x)
         return out
 
     # ---------------------------------------------------------------- strategy choice
@@ -167,6 +197,8 @@ class BranchSet(nn.Module):
         return choice
 
     def _resolve(self, entry: str, x: torch.Tensor) -> str:
+        if self.deleted or self.detached or self.devices is not None:
+            return "loop"  # lesions and placement act per function; `grouped` fuses the functions
         if self.strategy != "auto":
             return self.strategy
         if torch.jit.is_tracing() or torch.compiler.is_compiling():

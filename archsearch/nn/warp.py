@@ -21,6 +21,7 @@ from torch import nn
 
 from archsearch.arch.plan import derivative_terms
 from archsearch.nn.blocks import Poly, poly_add, poly_shift
+from archsearch.nn.parallel import transfer
 
 
 @contextlib.contextmanager
@@ -50,6 +51,25 @@ class WarpOperator(nn.Module):
         self.variant = variant
         self.exact_bn = exact_bn
         self.convs = sum(isinstance(m, nn.Conv2d) for m in functions[0])
+        # Test-time lesions (`archsearch.nn.lesion`): deleted functions j (F_j = 0, so every term with
+        # F_j or F'_j vanishes) and deleted derivative terms (j, i).
+        self.deleted_functions: frozenset[int] = frozenset()
+        self.deleted_terms: frozenset[tuple[int, int | None]] = frozenset()
+        self.devices: list[torch.device] | None = None  # model parallelism (`archsearch.nn.parallel.place`)
+        self.placement: list[int] = []
+
+    def spread(self, devices: list[torch.device]) -> None:
+        """F_j and its derivative terms on `devices[j mod n]`; the sum is formed on `devices[0]`."""
+        self.devices = list(devices)
+        self.placement = [j % len(devices) for j in range(len(self.functions))]
+        for f, entry in zip(self.functions, self.placement, strict=True):
+            f.to(devices[entry])
+
+    def live_terms(self) -> list[tuple[int, int | None]]:
+        """The derivative terms (j, i) this operator computes, lesions applied."""
+        dead = self.deleted_functions
+        return [(j, i) for j, i in derivative_terms(len(self.functions), self.variant)
+                if j not in dead and i not in dead and (j, i) not in self.deleted_terms]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_inference_mode_enabled() and len(self.functions) > 1:
@@ -57,23 +77,32 @@ class WarpOperator(nn.Module):
             # for plain no-grad mode on a normal copy of the input; the output is used as usual.
             with torch.inference_mode(False), torch.no_grad():
                 return self.forward(x.clone())
-        k = len(self.functions)
-        terms = derivative_terms(k, self.variant)
         tangents_of: dict[int, list[int | None]] = {}
-        for j, i in terms:
+        for j, i in self.live_terms():
             tangents_of.setdefault(j, []).append(i)
-        values: list[torch.Tensor] = []
+        values: dict[int, torch.Tensor] = {}
         derivs: list[torch.Tensor] = []
         for j, f in enumerate(self.functions):
-            wanted = tangents_of.get(j, [])
-            vectors = [x if i is None else values[i] for i in wanted]
-            value, jvps = self._value_and_jvps(f, x, vectors)
-            values.append(value)
+            if j in self.deleted_functions:
+                continue
+            vectors = [x if i is None else values[i] for i in tangents_of.get(j, [])]
+            value, jvps = self._on_device(j, f, x, vectors)
+            values[j] = value
             derivs.extend(jvps)
         out = x
-        for t in values + derivs:
+        for t in [*values.values(), *derivs]:
             out = out + t
         return out
+
+    def _on_device(self, j: int, f: nn.Sequential, x: torch.Tensor,
+                   vectors: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """F_j(x) and its JVPs, computed on F_j's device when placed, returned on the first device."""
+        if self.devices is None:
+            return self._value_and_jvps(f, x, vectors)
+        entry, home = self.placement[j], self.devices[0]
+        there = self.devices[entry]
+        value, jvps = self._value_and_jvps(f, transfer(x, there, entry), [transfer(v, there, entry) for v in vectors])
+        return transfer(value, home, 0), [transfer(t, home, 0) for t in jvps]
 
     def _value_and_jvps(self, f: nn.Sequential, x: torch.Tensor,
                         vectors: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -100,8 +129,8 @@ class WarpOperator(nn.Module):
 
     def paths(self, streams: list[Poly]) -> list[Poly]:
         (p,) = streams
-        terms = [p] + [poly_shift(p, self.convs)] * len(self.functions)
-        for _, i in derivative_terms(len(self.functions), self.variant):
+        terms = [p] + [poly_shift(p, self.convs)] * (len(self.functions) - len(self.deleted_functions))
+        for _, i in self.live_terms():
             terms.append(poly_shift(p, self.convs if i is None else 2 * self.convs))
         return [poly_add(*terms)]
 

@@ -49,7 +49,16 @@ def resource_problems(config: StudyConfig, cpus: float, gpus: float, where: str 
                    f"(--set resources.cpus={max(1, int(cpus)):d})")
     if r.gpus > gpus:
         out.append(f"resources.gpus: {r.gpus:g} per trial, but {where} has {gpus:g} GPUs (--set resources.gpus=0)")
+    cuda = model_parallel_gpus(config)
+    if cuda > gpus:
+        out.append(f"train.model_parallel: {cuda} CUDA devices per trial, but {where} has {gpus:g} GPUs "
+                   "(--set train.model_parallel=null)")
     return out
+
+
+def model_parallel_gpus(config: StudyConfig) -> int:
+    """Whole GPUs one trial spreads its branches over (`train.model_parallel`; 0 without CUDA entries)."""
+    return len({d for d in config.train_config.model_parallel or [] if d.startswith("cuda")})
 
 
 def local_gpus() -> int:
@@ -61,7 +70,7 @@ def problems(config: StudyConfig, *, address: str | None, num_cpus: int | None =
     """Every precondition this machine fails for the study (empty: it may run)."""
     found = [p for p in (runs_dir_problem(config), data_problem(config)) if p]
     if not address:  # a cluster's resources are known only once joined (`check_cluster` then)
-        gpus = local_gpus() if config.resources.gpus else 0
+        gpus = local_gpus() if config.resources.gpus or model_parallel_gpus(config) else 0
         found += resource_problems(config, num_cpus or os.cpu_count() or 1, gpus)
     return found
 

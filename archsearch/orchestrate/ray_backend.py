@@ -53,17 +53,24 @@ RAY_ENV = {
 # ---------------------------------------------------------------------------------- cluster
 
 
-def trial_resources(resources: Any) -> dict[str, float]:
-    """Ray's resource request for one trial: {"cpu": c, "gpu": g} (g may be a fraction)."""
+def trial_resources(resources: Any, model_parallel: list[str] | None = None) -> dict[str, float]:
+    """Ray's resource request for one trial: {"cpu": c, "gpu": g} (g may be a fraction).
+
+    A trial whose branches are spread over CUDA devices (`train.model_parallel`) reserves one whole GPU per
+    listed CUDA device; Ray then shows it exactly those devices as cuda:0, cuda:1, ...
+    """
     out = {"cpu": float(resources.cpus)}
     if resources.gpus:
         out["gpu"] = float(resources.gpus)
+    cuda = {d for d in model_parallel or [] if d.startswith("cuda")}
+    if cuda:
+        out["gpu"] = float(len(cuda))
     return out
 
 
-def with_trial_resources(trainable: Any, resources: Any) -> Any:
-    """`tune.with_resources(trainable, trial_resources(resources))`: the one place trials get devices."""
-    return tune.with_resources(trainable, trial_resources(resources))
+def with_trial_resources(trainable: Any, resources: Any, model_parallel: list[str] | None = None) -> Any:
+    """`tune.with_resources(trainable, trial_resources(...))`: the one place trials get devices."""
+    return tune.with_resources(trainable, trial_resources(resources, model_parallel))
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
@@ -364,7 +371,7 @@ def make_tuner(config: StudyConfig, searcher: StudySearcher, scheduler: Any, run
     """A new Ray experiment on the study (never `Tuner.restore`: `--resume` reads Optuna instead)."""
     promoting = isinstance(scheduler, PromotingASHA)
     tuner = tune.Tuner(
-        with_trial_resources(trial_main, config.resources),
+        with_trial_resources(trial_main, config.resources, config.train_config.model_parallel),
         tune_config=tune.TuneConfig(search_alg=RaySearcher(searcher), scheduler=scheduler, num_samples=-1,
                                     max_concurrent_trials=None if promoting else config.resources.max_concurrent,
                                     reuse_actors=True,

@@ -6,9 +6,9 @@ Torch-free: a study validates its training settings without loading torch.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from archsearch.errors import ConfigError, bound_reason
 
@@ -33,7 +33,7 @@ PRESET_DATASET_EPOCHS = {("wrn", "svhn"): 160, ("dmrnet", "svhn"): 40}
 
 # Config keys that do not change what is computed: they may differ between a run and its resume, and
 # a study's training fingerprint and an export's training recipe leave them out (with the seed).
-RUNTIME_KEYS = frozenset({"threads", "compile", "eval_batch_size", "latency", "branch_strategy"})
+RUNTIME_KEYS = frozenset({"threads", "compile", "eval_batch_size", "latency", "branch_strategy", "model_parallel"})
 # Options added after studies were first stored: at these values they change nothing, so a study's
 # training fingerprint leaves them out and studies created before the option existed still resume.
 FINGERPRINT_NEUTRAL: dict[str, Any] = {"precise_bn": 0}
@@ -78,6 +78,10 @@ class TrainConfig(BaseModel):
     # How k parallel functions execute (archsearch.nn.branches): `auto` picks the faster per shape from a
     # cached measurement; pin `loop` or `grouped` to reproduce a run bit for bit on another machine.
     branch_strategy: Literal["auto", "loop", "grouped"] = "auto"
+    # Model parallelism (Multi-ResNet Fig. 4): a unit's k functions / K branches / warp terms round robin on these
+    # devices, combined on the first (archsearch.nn.parallel); same outputs as one device. null: one device.
+    model_parallel: list[Annotated[str, StringConstraints(pattern=r"^(cpu|cuda|mps|xpu)(:\d+)?$")]] | None = Field(
+        None, min_length=1)
 
     @model_validator(mode="before")
     @classmethod

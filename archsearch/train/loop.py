@@ -27,6 +27,7 @@ from archsearch.arch.spec import as_spec
 from archsearch.errors import ConfigError
 from archsearch.nn.branches import strategies_used
 from archsearch.nn.build import build
+from archsearch.nn.parallel import place
 from archsearch.train.augment import Normalizer, crop_flip, plan_epoch
 from archsearch.train.checkpoint import (
     CHECKPOINT,
@@ -79,7 +80,7 @@ def train(
     after every epoch and an existing one is resumed from.
     """
     config = make_config(config)
-    device = resolve_device(device)
+    device = resolve_device(config.model_parallel[0] if config.model_parallel else device)
     if not isinstance(data, ImageData):
         data = load_dataset(data if data is not None else config.dataset, progress=progress)
     threads = torch.get_num_threads()
@@ -184,6 +185,8 @@ def _prepare(spec_or_name: Any, config: TrainConfig, data: ImageData, device: to
         config.channels_last, device, None if isinstance(spec_or_name, nn.Module) else name,
         tuple(data.train_x.shape[1:]), config.batch_size, data.num_classes)
     net = net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    if config.model_parallel:
+        place(net, config.model_parallel)
     model = torch.compile(net) if config.compile else net
 
     train_idx, val_idx = split_indices(len(data.train_x), config.val_size, seed=config.split_seed,
