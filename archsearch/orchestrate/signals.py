@@ -40,6 +40,8 @@ class StopSignals:
         if self.first is not None:
             raise Stopped(self.first)  # the second signal: no clean stop, end now
         self.first = signum
+        if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+            raise KeyboardInterrupt(signal.Signals(signum).name)  # started with `&`/nohup: SIGINT is ignored
         signal.raise_signal(signal.SIGINT)  # Tune's handler: stop trials, record them, return from fit()
 
 

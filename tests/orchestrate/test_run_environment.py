@@ -141,6 +141,17 @@ def test_sigterm_and_sighup_act_as_ctrl_c_and_a_second_signal_ends_at_once() -> 
         assert signal.getsignal(sig) is not stops._handler  # restored after the run
 
 
+def test_a_stop_signal_stops_a_run_started_in_the_background() -> None:
+    """`archsearch run ... &` (or nohup) starts with SIGINT ignored: SIGTERM must still act as Ctrl-C."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_like_ctrl_c() as stops, pytest.raises(KeyboardInterrupt) as first:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert not isinstance(first.value, Stopped) and stops.exit_code() == 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_ray_token_notice_is_silenced(caplog) -> None:
     from archsearch.orchestrate.quiet import quiet_token_notice
 
