@@ -85,11 +85,14 @@ def test_written_out_jvps_have_true_gradients() -> None:
     gen = torch.Generator().manual_seed(2)
     x, v = (torch.randn(3, 3, 4, 4, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(2))
 
-    def outputs(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        value, jvps = warp_jvp.value_and_jvps(f, a, [b])
+    w2 = torch.randn(3, 3, 4, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def outputs(a: torch.Tensor, *vectors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        value, jvps = warp_jvp.value_and_jvps(f, a, list(vectors))
         return (value, *jvps)
 
     assert torch.autograd.gradcheck(outputs, (x, v))
+    assert torch.autograd.gradcheck(outputs, (x, v, w2))  # two tangents in one batch
     grads = []
     for fn in (warp_jvp.value_and_jvps, _plain_value_and_jvps):
         value, (jvp,) = fn(f, x, [v] if fn is warp_jvp.value_and_jvps else v)
