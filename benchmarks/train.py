@@ -230,7 +230,29 @@ def main(argv: list[str] | None = None) -> int:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    Path(args.out).with_suffix(".md").write_text(markdown(out))
     return 0
+
+
+def markdown(out: dict) -> str:
+    """The results as a Markdown table (written next to the JSON)."""
+    lines = [f"# Trainer speed: {out['arch']}, batch {out['batch_size']}, {out['train_images']} training images",
+             "",
+             f"{out['threads']} CPU thread(s), torch {out['torch']}, {out['repeats']} round-robin rounds (fastest "
+             f"kept), load average {out['load_average_start']:.1f} -> {out['load_average_end']:.1f} (machine shared)."
+             f" Default row: `train` defaults for a {out.get('trial_epochs', '?')}-epoch trial.",
+             "",
+             "| pipeline | images/s | rounds | vs naive | vs fp32 NCHW eager | outside step | compile s | payback |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for r in out["rows"]:
+        rounds = ", ".join(f"{v:.0f}" for v in r["images_per_s_all"])
+        comp = ", ".join(f"{v:.0f}" for v in r.get("compile_seconds_all", [])) or "-"
+        payback = f"{r['payback_epochs']:.2f} ep" if r.get("payback_epochs") is not None else "-"
+        lines.append(f"| {r['pipeline']} | {r['images_per_s']:.1f} | {rounds} | {r['speedup_wall']:.2f}x | "
+                     f"{r['speedup_over_fp32_nchw']:.2f}x | {100 * r['overhead']:.1f} % | {comp} | {payback} |")
+    lines += ["", f"fp32 default >= {out['targets'].get('fp32_default', 1.5)}x naive: "
+              f"{'met' if out.get('fp32_default_met') else 'missed'}", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
