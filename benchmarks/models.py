@@ -3,7 +3,8 @@
 Prints images/s of a full SGD step (forward + backward + update) at a fixed batch, the forward MACs
 per image (fvcore / the warp rule), MACs/s (forward MACs x images/s) and, as the figure that is
 comparable across machines, the MACs/s ratio to resnet-20 measured in the same run. Every row is timed
-in round-robin rounds (the median is kept), so load from other processes hits every row alike.
+in round-robin rounds; the ratios (to resnet-20, compiled to eager) are taken within each round and their
+median kept, so load from other processes that drifts between rounds cancels out.
 `--compile` also times each network's step through `torch.compile` (the trainer's `compile: auto` on a
 long fp32 CPU trial), with its one-off compile seconds and its speed over the eager step.
 
@@ -78,8 +79,8 @@ def _time(step: Callable[[], None], steps: int, device: torch.device) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=4, help="timed steps per row and round")
-    parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds; the median is kept")
+    parser.add_argument("--steps", type=int, default=1, help="timed steps per row and round")
+    parser.add_argument("--rounds", type=int, default=12, help="round-robin rounds; medians are kept")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", choices=("auto", "off"), default="auto")
     parser.add_argument("--compile", action="store_true", help="also time every step through torch.compile")
@@ -118,17 +119,23 @@ def main() -> None:
 
 def _report(rows: list[dict], device: torch.device, amp: torch.dtype | None, channels_last: bool,
             args: argparse.Namespace, load0: float) -> None:
-    reference = {c: next(r for r in rows if r["name"] == "resnet-20" and r["compiled"] == c)["macs_per_s"]
+    reference = {c: next(r for r in rows if r["name"] == "resnet-20" and r["compiled"] == c)
                  for c in {r["compiled"] for r in rows}}
     eager = {(r["name"], r["strategy"]): r for r in rows if not r["compiled"]}
+
+    def per_round(r: dict, ref: dict) -> float:  # the median of the within-round ratios of images/s
+        return statistics.median(a / b for a, b in zip(r["images_per_s_rounds"], ref["images_per_s_rounds"],
+                                                       strict=True))
+
     setting = f"{precision_name(amp)}, {'channels_last' if channels_last else 'NCHW'}"
     print(f"device {device} ({torch.get_num_threads()} threads, {setting}), batch {args.batch}, {args.steps} timed "
           f"steps x {args.rounds} rounds (median), load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
     print(f"{'model':<18}{'strategy':<9}{'step':<9}{'params':>9}{'MMACs':>7}{'img/s':>8}{'GMAC/s':>8}"
           f"{'vs resnet/MAC':>14}{'vs eager':>9}{'compile s':>10}")
     for r in rows:
-        r["ratio_to_resnet_per_mac"] = r["macs_per_s"] / reference[r["compiled"]]
-        r["speedup_over_eager"] = r["images_per_s"] / eager[(r["name"], r["strategy"])]["images_per_s"]
+        ref = reference[r["compiled"]]
+        r["ratio_to_resnet_per_mac"] = per_round(r, ref) * r["macs"] / ref["macs"]
+        r["speedup_over_eager"] = per_round(r, eager[(r["name"], r["strategy"])])
         print(f"{r['name']:<18}{r['strategy']:<9}{'compiled' if r['compiled'] else 'eager':<9}{r['params']:>9,}"
               f"{r['macs'] / 1e6:>7.1f}{r['images_per_s']:>8.1f}{r['macs_per_s'] / 1e9:>8.2f}"
               f"{r['ratio_to_resnet_per_mac']:>14.2f}{r['speedup_over_eager']:>9.2f}"
