@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         row["speedup_wall"] = row["images_per_s"] / rows[0]["images_per_s"]
         row["speedup_cpu"] = row["images_per_cpu_s_median"] / rows[0]["images_per_cpu_s_median"]
         row["speedup_over_fp32_nchw"] = row["images_per_s"] / rows[2]["images_per_s"]
+        # the median of the ratios within each round: load that drifts between rounds cancels out
+        row["speedup_round_median"] = statistics.median(
+            a / b for a, b in zip(row["images_per_s_all"], rows[0]["images_per_s_all"], strict=True))
         if row.get("compiled"):  # the one-off compile against the eager fp32 NCHW epoch: epochs to pay it back
             saved = len(train_idx) * (1 / rows[2]["images_per_s"] - 1 / row["images_per_s"])
             seconds = [s["compile_seconds"] for s in samples[row["pipeline"]]]
@@ -242,16 +245,19 @@ def markdown(out: dict) -> str:
              f"kept), load average {out['load_average_start']:.1f} -> {out['load_average_end']:.1f} (machine shared)."
              f" Default row: `train` defaults for a {out.get('trial_epochs', '?')}-epoch trial.",
              "",
-             "| pipeline | images/s | rounds | vs naive | vs fp32 NCHW eager | outside step | compile s | payback |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
+             "| pipeline | images/s | rounds | vs naive | vs naive, per round | vs fp32 NCHW eager | outside step |"
+             " compile s | payback |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in out["rows"]:
         rounds = ", ".join(f"{v:.0f}" for v in r["images_per_s_all"])
         comp = ", ".join(f"{v:.0f}" for v in r.get("compile_seconds_all", [])) or "-"
         payback = f"{r['payback_epochs']:.2f} ep" if r.get("payback_epochs") is not None else "-"
         lines.append(f"| {r['pipeline']} | {r['images_per_s']:.1f} | {rounds} | {r['speedup_wall']:.2f}x | "
-                     f"{r['speedup_over_fp32_nchw']:.2f}x | {100 * r['overhead']:.1f} % | {comp} | {payback} |")
-    lines += ["", f"fp32 default >= {out['targets'].get('fp32_default', 1.5)}x naive: "
-              f"{'met' if out.get('fp32_default_met') else 'missed'}", ""]
+                     f"{r['speedup_round_median']:.2f}x | {r['speedup_over_fp32_nchw']:.2f}x | "
+                     f"{100 * r['overhead']:.1f} % | {comp} | {payback} |")
+    lines += ["", f"fp32 default >= {out['targets'].get('fp32_default', 1.5)}x naive (fastest rounds): "
+              f"{'met' if out.get('fp32_default_met') else 'missed'}; 'vs naive, per round': the median of the "
+              "ratios within each round.", ""]
     return "\n".join(lines)
 
 
