@@ -44,7 +44,7 @@ def make_step(name: str, strategy: str, batch: int, device: torch.device, amp: t
     torch.manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = build(name, strategy=strategy).to(device, memory_format=layout)
-    run = torch.compile(model) if compiled else model
+    run = torch.compile(model, dynamic=False) if compiled else model  # as the trainer compiles
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=layout)
     y = torch.randint(0, 10, (batch,), device=device)

@@ -223,7 +223,7 @@ def _compile(run: _Run, config: TrainConfig) -> None:
     run.compiled, run.compile_reason = resolve_compile(config.compile, run.device, run.amp, steps)
     if not run.compiled:
         return
-    model = torch.compile(run.net)
+    model = torch.compile(run.net, dynamic=False)  # static shapes: one step shape, never a generic kernel
     x = run.normalize(run.train_x[: config.batch_size])
     y = run.train_y[: config.batch_size]
     ok, run.compile_seconds, error = warm_up(run.net, model, lambda m: run.criterion(m(x), y))
