@@ -68,7 +68,7 @@ def test_failed_compile_trains_eagerly_and_says_why(monkeypatch, cifar10):
     eager = train("resnet-8", {**TINY, "compile": False}, data=cifar10)
     assert eager["compiled"] is False and eager["compile_reason"] == "compile: off (config)"
 
-    def failing(net):
+    def failing(net, **options):
         def call(x):
             net(x)
             raise RuntimeError("inductor: no C++ compiler")
@@ -82,7 +82,7 @@ def test_failed_compile_trains_eagerly_and_says_why(monkeypatch, cifar10):
     for a, b in zip(failed["history"], eager["history"], strict=True):
         assert (a["train_loss"], a["val_error"]) == (b["train_loss"], b["val_error"])
 
-    worked = _train_with(monkeypatch, cifar10, lambda net: net)  # a "compiler" that changes nothing
+    worked = _train_with(monkeypatch, cifar10, lambda net, **options: net)  # a "compiler" that changes nothing
     assert worked["compiled"] is True and worked["compile_seconds"] >= 0
     assert [h["train_loss"] for h in worked["history"]] == [h["train_loss"] for h in eager["history"]]
     assert worked["threads"] == 1
