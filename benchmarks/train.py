@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from archsearch.arch.spec import as_spec  # noqa: E402
 from archsearch.nn.build import build  # noqa: E402
 from archsearch.train import make_config, train  # noqa: E402
 from archsearch.train.data import load_dataset, split_indices  # noqa: E402
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     amp, cl = resolve_precision(base, torch.device("cpu"))
     steps = args.trial_epochs * (len(train_idx) // args.batch_size)
-    compiled, _ = resolve_compile(base.compile, torch.device("cpu"), amp, steps)
+    compiled, _ = resolve_compile(base.compile, torch.device("cpu"), amp, steps, as_spec(args.arch, 10).family)
     default = (f"ours, defaults ({'fp32' if amp is None else 'bf16'}{' + channels_last' if cl else ''}"
                f"{' + compile' if compiled else ''}, {args.trial_epochs}-ep trial)")
     variants = [(default, {"compile": compiled}), ("ours fp32 NCHW (eager)", {"amp": "off", "channels_last": False,

@@ -25,11 +25,16 @@ from torch import Tensor, nn
 # compile costs 40-90 s there: about 300 steps (one epoch of 45,000 images at batch 128) to break even,
 # so `auto` waits for four times that.
 COMPILE_MIN_STEPS = 1200
+# Compiled / eager fp32 step, batch 128, one thread, one network per process (2-core AMD EPYC, AVX-512, no AMX;
+# benchmarks/models.py and benchmarks/train.py): `auto` compiles only the families measured to gain.
+# Measured eager-or-slower: dvanet 1.02x (noise), dmrnet 0.89x; wrn and postresnet are not measured.
+COMPILED_FAMILIES = {"resnet": 1.47, "multiresnet": 1.07, "warpnet": 1.11}
 
 
 def resolve_compile(setting: bool | str, device: torch.device, amp: torch.dtype | None,
-                    total_steps: int) -> tuple[bool, str]:
-    """(compile?, why) for the config's `compile` on `device`, in `amp`, for a trial of `total_steps`."""
+                    total_steps: int, family: str | None = None) -> tuple[bool, str]:
+    """(compile?, why) for the config's `compile` on `device`, in `amp`, for a trial of `total_steps` of a
+    network of `family` (None: a module passed in, not a named family)."""
     if setting is True:
         return True, "compile: on (config)"
     if setting is False:
@@ -38,9 +43,12 @@ def resolve_compile(setting: bool | str, device: torch.device, amp: torch.dtype 
         return False, f"auto: eager on {device.type} (compile measured on CPU only)"
     if amp is not None:
         return False, "auto: eager under autocast (compiled bf16 without AMX measured 0.09x)"
+    if family not in COMPILED_FAMILIES:
+        return False, f"auto: eager, compiling {family or 'this network'} was not measured to pay on CPU"
     if total_steps < COMPILE_MIN_STEPS:
         return False, f"auto: eager, {total_steps} steps < {COMPILE_MIN_STEPS} to pay back the compile"
-    return True, f"auto: compiled, fp32 CPU, {total_steps} steps >= {COMPILE_MIN_STEPS}"
+    return True, (f"auto: compiled, fp32 CPU, {total_steps} steps >= {COMPILE_MIN_STEPS}, {family} measured "
+                  f"{COMPILED_FAMILIES[family]}x eager")
 
 
 def warm_up(net: nn.Module, model: nn.Module, step: Callable[[nn.Module], Tensor]) -> tuple[bool, float, str]:

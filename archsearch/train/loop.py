@@ -220,7 +220,11 @@ def _resume(run: _Run, ckpt_path: Path, config: TrainConfig, data_name: str) -> 
 def _compile(run: _Run, config: TrainConfig) -> None:
     """Compile the step where `compile` says so (`archsearch.train.compiling`), falling back to eager on error."""
     steps = (config.epochs - run.start_epoch) * run.steps_per_epoch
-    run.compiled, run.compile_reason = resolve_compile(config.compile, run.device, run.amp, steps)
+    try:
+        family = as_spec(run.name, None).family
+    except Exception:  # noqa: BLE001 - a module passed in has no family
+        family = None
+    run.compiled, run.compile_reason = resolve_compile(config.compile, run.device, run.amp, steps, family)
     if not run.compiled:
         return
     model = torch.compile(run.net, dynamic=False)  # static shapes: one step shape, never a generic kernel

@@ -15,16 +15,19 @@ TINY = dict(epochs=2, subset=128, val_size=64, batch_size=32, latency=False, thr
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize(("setting", "device", "amp", "steps", "want", "why"), [
-    (True, "cpu", None, 1, True, "compile: on (config)"),
-    (False, "cpu", None, 10**6, False, "compile: off (config)"),
-    ("auto", "cpu", None, COMPILE_MIN_STEPS, True, "auto: compiled, fp32 CPU"),
-    ("auto", "cpu", None, COMPILE_MIN_STEPS - 1, False, "to pay back the compile"),
-    ("auto", "cpu", torch.bfloat16, 10**6, False, "under autocast"),
-    ("auto", "cuda", None, 10**6, False, "eager on cuda"),
+@pytest.mark.parametrize(("setting", "device", "amp", "steps", "family", "want", "why"), [
+    (True, "cpu", None, 1, "dmrnet", True, "compile: on (config)"),
+    (False, "cpu", None, 10**6, "resnet", False, "compile: off (config)"),
+    ("auto", "cpu", None, COMPILE_MIN_STEPS, "resnet", True, "auto: compiled, fp32 CPU"),
+    ("auto", "cpu", None, COMPILE_MIN_STEPS, "warpnet", True, "warpnet measured"),
+    ("auto", "cpu", None, 10**6, "dmrnet", False, "compiling dmrnet was not measured to pay"),
+    ("auto", "cpu", None, 10**6, None, False, "this network"),
+    ("auto", "cpu", None, COMPILE_MIN_STEPS - 1, "resnet", False, "to pay back the compile"),
+    ("auto", "cpu", torch.bfloat16, 10**6, "resnet", False, "under autocast"),
+    ("auto", "cuda", None, 10**6, "resnet", False, "eager on cuda"),
 ])
-def test_auto_compiles_long_fp32_cpu_trials_only(setting, device, amp, steps, want, why):
-    compiled, reason = resolve_compile(setting, torch.device(device), amp, steps)
+def test_auto_compiles_long_fp32_cpu_trials_of_measured_families_only(setting, device, amp, steps, family, want, why):
+    compiled, reason = resolve_compile(setting, torch.device(device), amp, steps, family)
     assert compiled is want and why in reason
 
 
