@@ -3,8 +3,10 @@
 All K functions are evaluated at the same input x (so they could run on K devices):
   v2: x + sum_i F_i + sum_{i<j} F'_j . F_i     (K = 2: x + F1 + F2 + F2'F1)
   v1: x + sum_i F_i + sum_{j>=2} F'_j . x      (K = 2: x + F1 + F2 + F2'x)
-F'_j . v is the Jacobian-vector product of F_j at x along v, computed exactly with forward-mode AD
-(`torch.autograd.forward_ad`; `torch.func.jvp` fails on train-mode BatchNorm). With `exact_bn=False`
+F'_j . v is the Jacobian-vector product of F_j at x along v, computed exactly: written out layer by
+layer with every tangent of F_j in one batch (`archsearch.nn.warp_jvp`, the fast path, also compiled by
+dynamo), or with forward-mode AD (`forward_ad_value_and_jvps`) for functions with other layers
+(`torch.func.jvp` fails on train-mode BatchNorm). With `exact_bn=False`
 (the paper's "-nobn" runs) the derivative terms skip F's BN layers: the JVP is propagated through
 the convolutions and the primal ReLU masks only.
 """
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archsearch.arch.plan import derivative_terms
+from archsearch.nn import warp_jvp
 from archsearch.nn.blocks import Poly, poly_add, poly_shift
 from archsearch.nn.parallel import transfer
 
@@ -115,17 +118,9 @@ class WarpOperator(nn.Module):
                 return self._value_and_jvps(f, x.float(), [v.float() for v in vectors])
         if not self.exact_bn:
             return linearised_without_bn(f, x, vectors)
-        jvps = []
-        value = None
-        for n, v in enumerate(vectors):
-            context = frozen_bn_statistics(f) if n > 0 else contextlib.nullcontext()
-            with context, fwAD.dual_level():
-                out = f(fwAD.make_dual(x, v))
-                primal, tangent = fwAD.unpack_dual(out)
-            if value is None:
-                value = primal
-            jvps.append(tangent)
-        return value, jvps
+        if warp_jvp.supports(f):
+            return warp_jvp.value_and_jvps(f, x, vectors)
+        return forward_ad_value_and_jvps(f, x, vectors)
 
     def paths(self, streams: list[Poly]) -> list[Poly]:
         (p,) = streams
@@ -133,6 +128,22 @@ class WarpOperator(nn.Module):
         for _, i in self.live_terms():
             terms.append(poly_shift(p, self.convs if i is None else 2 * self.convs))
         return [poly_add(*terms)]
+
+
+def forward_ad_value_and_jvps(f: nn.Sequential, x: torch.Tensor,
+                              vectors: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """F(x) and F'(x)·v per vector with forward-mode AD: one pass per tangent, BN statistics updated once."""
+    jvps = []
+    value = None
+    for n, v in enumerate(vectors):
+        context = frozen_bn_statistics(f) if n > 0 else contextlib.nullcontext()
+        with context, fwAD.dual_level():
+            out = f(fwAD.make_dual(x, v))
+            primal, tangent = fwAD.unpack_dual(out)
+        if value is None:
+            value = primal
+        jvps.append(tangent)
+    return value, jvps
 
 
 def linearised_without_bn(f: nn.Sequential, x: torch.Tensor,

@@ -149,6 +149,8 @@ def trial_main(config: dict[str, Any]) -> None:
         payload["branch_strategies"] = str(metrics.get("branch_strategies", ""))
         payload["channels_last"] = bool(metrics.get("channels_last"))  # the memory layout and why
         payload["channels_last_reason"] = str(metrics.get("channels_last_reason", ""))
+        payload["compiled"] = bool(metrics.get("compiled"))  # torch.compile or eager, and why
+        payload["compile_reason"] = str(metrics.get("compile_reason", ""))
         payload["trial_seconds"] = time.perf_counter() - start
         checkpoint = None
         if persist and (ckpt_dir / "checkpoint.pt").exists():

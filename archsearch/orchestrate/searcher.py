@@ -51,6 +51,7 @@ class _Live:
     pauses: list[int] = field(default_factory=list)  # epochs it waited at an ASHA rung (rule: promote)
     strategies: str = ""
     layout: str = ""
+    compile: str = ""
 
 
 class StudySearcher:
@@ -264,6 +265,12 @@ class StudySearcher:
             live.layout = str(result["channels_last_reason"])  # the memory layout the trial trained in, and why
             self._attr(live.trial, "channels_last", bool(result.get("channels_last")))
             self._attr(live.trial, "channels_last_reason", live.layout)
+        if result.get("compile_reason") and result["compile_reason"] != live.compile:
+            live.compile = str(result["compile_reason"])  # compiled or eager, and why (and the thread count)
+            self._attr(live.trial, "compiled", bool(result.get("compiled")))
+            self._attr(live.trial, "compile_reason", live.compile)
+            if result.get("threads"):
+                self._attr(live.trial, "threads", int(result["threads"]))
         if epoch >= 1 and value is not None:
             self._report(live, epoch, float(value))
             seconds = result.get("epoch_seconds")

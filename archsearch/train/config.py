@@ -67,7 +67,9 @@ class TrainConfig(BaseModel):
     # NHWC memory layout. null: on CUDA only (NCHW on CPU, where some oneDNN NHWC kernels crash); auto: on CPU
     # a child-process probe picks channels_last only where it is safe and measured faster (cached).
     channels_last: bool | Literal["auto"] | None = None
-    compile: bool = False
+    # torch.compile the training step. auto: on CPU in fp32 for trials long enough to pay back the compile
+    # (archsearch.train.compiling); a failed compile trains eagerly, with the reason recorded.
+    compile: bool | Literal["auto"] = "auto"
     threads: int | None = Field(None, ge=1)  # CPU threads for this run (restored afterwards)
     eval_batch_size: int = Field(500, ge=1)
     # Before each validation, recompute BN statistics on this many training images, a fresh random and

@@ -37,6 +37,7 @@ from archsearch.train.checkpoint import (
     restore,
     save_checkpoint,
 )
+from archsearch.train.compiling import compile_record, resolve_compile, warm_up
 from archsearch.train.config import TrainConfig, lr_factor, make_config
 from archsearch.train.data import ImageData, load_dataset, split_indices
 from archsearch.train.evaluate import evaluate, latency_of, precise_bn_images, recalibrate_bn
@@ -109,7 +110,7 @@ class _Run:
 
     name: str
     net: nn.Module
-    model: nn.Module  # `net`, or its compiled wrapper: what the steps and the evaluation call
+    model: nn.Module  # `net`, or its compiled wrapper: what the training steps call
     device: torch.device
     amp: torch.dtype | None
     channels_last: bool
@@ -126,6 +127,9 @@ class _Run:
     data_gen: torch.Generator  # data order and augmentation
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
+    compiled: bool = False
+    compile_reason: str = ""
+    compile_seconds: float | None = None
 
     @property
     def precision(self) -> str:
@@ -158,6 +162,7 @@ def _fit(
     if ckpt_path is not None and ckpt_path.exists():
         _resume(run, ckpt_path, config, data.name)
     run.model.train()
+    _compile(run, config)
     for epoch in range(run.start_epoch + 1, config.epochs + 1):
         metrics = _run_epoch(run, config, epoch, progress)
         if ckpt_path is not None:
@@ -187,7 +192,6 @@ def _prepare(spec_or_name: Any, config: TrainConfig, data: ImageData, device: to
     net = net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     if config.model_parallel:
         place(net, config.model_parallel)
-    model = torch.compile(net) if config.compile else net
 
     train_idx, val_idx = split_indices(len(data.train_x), config.val_size, seed=config.split_seed,
                                        subset=config.subset)
@@ -204,7 +208,7 @@ def _prepare(spec_or_name: Any, config: TrainConfig, data: ImageData, device: to
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     data_gen = torch.Generator().manual_seed(config.seed)
-    return _Run(name, net, model, device, amp, channels_last, layout_reason, train_x, train_y, val_x, val_y, normalize,
+    return _Run(name, net, net, device, amp, channels_last, layout_reason, train_x, train_y, val_x, val_y, normalize,
                 steps_per_epoch, optimizer, scaler, criterion, data_gen)
 
 
@@ -214,6 +218,26 @@ def _resume(run: _Run, ckpt_path: Path, config: TrainConfig, data_name: str) -> 
     check_resume(ckpt, config, run.name, data_name, ckpt_path)
     run.history, run.start_epoch = restore(ckpt, net=run.net, optimizer=run.optimizer, scaler=run.scaler,
                                            data_gen=run.data_gen, device=run.device)
+
+
+def _compile(run: _Run, config: TrainConfig) -> None:
+    """Compile the step where `compile` says so (`archsearch.train.compiling`), falling back to eager on error."""
+    steps = (config.epochs - run.start_epoch) * run.steps_per_epoch
+    try:
+        family = as_spec(run.name, None).family
+    except Exception:  # noqa: BLE001 - a module passed in has no family
+        family = None
+    run.compiled, run.compile_reason = resolve_compile(config.compile, run.device, run.amp, steps, family)
+    if not run.compiled:
+        return
+    model = torch.compile(run.net, dynamic=False)  # static shapes: one step shape, never a generic kernel
+    x = run.normalize(run.train_x[: config.batch_size])
+    y = run.train_y[: config.batch_size]
+    ok, run.compile_seconds, error = warm_up(run.net, model, lambda m: run.criterion(m(x), y))
+    if ok:
+        run.model = model
+    else:
+        run.compiled, run.compile_reason = False, f"compile failed, eager: {error}"
 
 
 def _run_epoch(run: _Run, config: TrainConfig, epoch: int, progress: bool) -> dict[str, Any]:
@@ -242,6 +266,8 @@ def _run_epoch(run: _Run, config: TrainConfig, epoch: int, progress: bool) -> di
         "branch_strategies": strategies_used(run.net),
         "channels_last": run.channels_last,
         "channels_last_reason": run.layout_reason,
+        "threads": torch.get_num_threads(),
+        **compile_record(run.compiled, run.compile_reason, run.compile_seconds),
     }
     run.history.append(metrics)
     if bar is not None:
@@ -305,7 +331,8 @@ def _validate(run: _Run, config: TrainConfig, epoch: int) -> tuple[float | None,
         recalibrate_bn(run.net, sample, run.normalize, batch_size=config.batch_size, amp=run.amp)
     if not len(run.val_x):
         return None, None
-    return evaluate(run.model, run.val_x, run.val_y, run.normalize, batch_size=config.eval_batch_size, amp=run.amp)
+    # eager: a compiled model would compile again for eval mode and the evaluation batch
+    return evaluate(run.net, run.val_x, run.val_y, run.normalize, batch_size=config.eval_batch_size, amp=run.amp)
 
 
 def _result(run: _Run, config: TrainConfig, data: ImageData, evaluate_test: bool, *, by_name: bool) -> dict[str, Any]:
@@ -333,6 +360,8 @@ def _result(run: _Run, config: TrainConfig, data: ImageData, evaluate_test: bool
         "precision": run.precision,
         "channels_last": run.channels_last,
         "channels_last_reason": run.layout_reason,
+        "threads": torch.get_num_threads(),
+        **compile_record(run.compiled, run.compile_reason, run.compile_seconds),
         "resumed_from_epoch": run.start_epoch,
         "history": history,
     }
@@ -341,7 +370,7 @@ def _result(run: _Run, config: TrainConfig, data: ImageData, evaluate_test: bool
             raise ConfigError(f"{data.source}: has no test split to evaluate")
         test_x, test_y = data.test_x.to(run.device), data.test_y.to(run.device)
         result["test_loss"], result["test_error"] = evaluate(
-            run.model, test_x, test_y, run.normalize, batch_size=config.eval_batch_size, amp=run.amp
+            run.net, test_x, test_y, run.normalize, batch_size=config.eval_batch_size, amp=run.amp
         )
     if config.latency:
         result.update(latency_of(run.name, run.net, run.device, tuple(data.train_x.shape[1:]), run.amp,

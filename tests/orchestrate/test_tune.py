@@ -538,6 +538,9 @@ def test_tiny_asha_study_records_are_honest(tiny_run: TinyRun) -> None:
             continue
         assert ua["precision"] in ("fp32", "bf16")  # what `amp: auto` resolved to on the worker
         assert ua["channels_last"] is False and ua["channels_last_reason"].startswith("CPU default: NCHW")
+        # compiled or eager, and why: a 3-epoch tiny trial is too short to pay back a compile
+        assert ua["compiled"] is False and ua["compile_reason"].startswith("auto: eager"), ua.get("compile_reason")
+        assert ua["threads"] >= 1
         if ua["branches"] > 1:  # how its parallel functions ran (a rerun is bit-identical only if equal)
             assert ua["branch_strategies"].split(" #")[0].split()[0].split("×")[0] in ("grouped", "loop")
         # every epoch it trained is there, keyed 1..epochs, and the value is the last of them

@@ -1,0 +1,79 @@
+"""Whether a trial's training step runs through `torch.compile`, and a failed compile's safe fall back to eager.
+
+In fp32 on a CPU, inductor fuses BN + ReLU + the residual adds (and the WarpNet tangent's element-wise
+work) into generated C++ loops around oneDNN's convolutions. benchmarks/train.py measured the steady
+state against eager fp32 NCHW; the price is a one-off compile at the start of every trial, so `auto`
+compiles only a trial long enough to pay it back (`COMPILE_MIN_STEPS`), in fp32 on CPU only (bf16
+autocast compiled on a CPU without AMX ran at 0.09× the naive loop; CUDA is not measured here).
+The compile happens in `warm_up`, on one batch, before the first epoch: its cost is timed apart from the
+epochs, the network's weights, BN statistics and the random generators are restored afterwards (so a
+compiled run trains the same steps as an eager one), and any error there leaves the trial in eager
+mode with the reason recorded.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+# A compiled step saves ~35 % of a step of a 0.3M-parameter network on CPU (benchmarks/train.py), and the
+# compile costs 40-90 s there: about 300 steps (one epoch of 45,000 images at batch 128) to break even,
+# so `auto` waits for four times that.
+COMPILE_MIN_STEPS = 1200
+# Compiled / eager fp32 step, batch 128, one thread, one network per process (2-core AMD EPYC, AVX-512, no AMX;
+# benchmarks/models.py and benchmarks/train.py): `auto` compiles only the families measured to gain.
+# Measured eager-or-slower: dvanet 1.02x (noise), dmrnet 0.89x; wrn and postresnet are not measured.
+COMPILED_FAMILIES = {"resnet": 1.47, "multiresnet": 1.07, "warpnet": 1.11}
+
+
+def resolve_compile(setting: bool | str, device: torch.device, amp: torch.dtype | None,
+                    total_steps: int, family: str | None = None) -> tuple[bool, str]:
+    """(compile?, why) for the config's `compile` on `device`, in `amp`, for a trial of `total_steps` of a
+    network of `family` (None: a module passed in, not a named family)."""
+    if setting is True:
+        return True, "compile: on (config)"
+    if setting is False:
+        return False, "compile: off (config)"
+    if device.type != "cpu":
+        return False, f"auto: eager on {device.type} (compile measured on CPU only)"
+    if amp is not None:
+        return False, "auto: eager under autocast (compiled bf16 without AMX measured 0.09x)"
+    if family not in COMPILED_FAMILIES:
+        return False, f"auto: eager, compiling {family or 'this network'} was not measured to pay on CPU"
+    if total_steps < COMPILE_MIN_STEPS:
+        return False, f"auto: eager, {total_steps} steps < {COMPILE_MIN_STEPS} to pay back the compile"
+    return True, (f"auto: compiled, fp32 CPU, {total_steps} steps >= {COMPILE_MIN_STEPS}, {family} measured "
+                  f"{COMPILED_FAMILIES[family]}x eager")
+
+
+def warm_up(net: nn.Module, model: nn.Module, step: Callable[[nn.Module], Tensor]) -> tuple[bool, float, str]:
+    """Compile `model` (the compiled `net`) by running `step(model)` once; leave `net` as it was.
+
+    Returns (compiled, seconds, error): on any error the caller trains `net` eagerly and records why.
+    """
+    state = copy.deepcopy(net.state_dict())
+    rng = torch.get_rng_state()
+    start = time.perf_counter()
+    error = ""
+    try:
+        step(model).backward()
+    except Exception as exc:  # noqa: BLE001 - any compiler failure means: train eagerly
+        lines = str(exc).strip().splitlines()
+        error = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+    seconds = time.perf_counter() - start
+    net.load_state_dict(state)
+    torch.set_rng_state(rng)
+    for p in net.parameters():
+        p.grad = None
+    return not error, seconds, error
+
+
+def compile_record(compiled: bool, reason: str, seconds: float | None) -> dict[str, Any]:
+    """The fields a trial records about compilation, as it records its precision."""
+    return {"compiled": compiled, "compile_reason": reason,
+            "compile_seconds": None if seconds is None else round(seconds, 2)}
