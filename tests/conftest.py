@@ -30,3 +30,15 @@ def cifar10(archsearch_cache):  # depends on the cache fixture so the cache is r
         mp.setenv("ARCHSEARCH_DATA", os.environ.get("ARCHSEARCH_DATA", CIFAR10_ARCHIVE))
         data = load_dataset("cifar10", progress=False)
     return data
+
+
+@pytest.fixture(scope="module")
+def one_thread():  # noqa: ANN201
+    """Small tensors: one thread is faster than two on the shared 2-core machine (and not disturbed by it).
+    A module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,14 +18,7 @@ from archsearch.analysis.lesion import (
 from archsearch.nn.build import build
 from archsearch.train.augment import Normalizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread is faster than two on the shared 2-core machine (and not disturbed by it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 

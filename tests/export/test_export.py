@@ -188,7 +188,10 @@ def test_exported_network_equals_archsearch(round_trip: dict[str, Any], name: st
     build(name, strategy="loop").load_state_dict(theirs["train_state"], strict=True)
     assert theirs["params"] == ours["params"] == count(name)["params"]
     assert not torch.equal(ours["out"][0], ours["out"][1])  # a real input, not a degenerate one
-    torch.testing.assert_close(theirs["out"], ours["out"], rtol=0, atol=1e-6)
+    # warp: archsearch computes the derivative terms with BN's fused kernels (nn/warp_jvp), the export writes the
+    # same equations in plain torch, so they agree to reassociation (decisions.md), not to the last bit
+    tol = {"rtol": 1e-5, "atol": 1e-5} if name.startswith("warpnet") else {"rtol": 0, "atol": 1e-6}
+    torch.testing.assert_close(theirs["out"], ours["out"], **tol)
     # train mode (batch statistics, running-stat updates, dropout masks in the same order) agrees too
     torch.testing.assert_close(theirs["train_out"], ours["train_out"], rtol=0, atol=1e-6)
     for key, value in ours["train_state"].items():
