@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from archsearch.analysis.contrasts import Sample
 from archsearch.analysis.questions import Answer, answer, as_json
-from archsearch.analysis.race import Job, RaceResult, RaceSettings, race, race_json
+from archsearch.analysis.race import Job, RaceResult, RaceSettings, race, race_json, samples_over_pool
 from archsearch.errors import ConfigError
 from archsearch.study.questions import ResolvedQuestion
 
@@ -177,10 +176,10 @@ class Replayed:
 def grid_answers(questions: list[ResolvedQuestion], values: dict[tuple[str, int], float], pool: list[int],
                  level: float) -> list[Answer]:
     """The grid's answers: every question from all pool seeds of its candidates, at the nominal level."""
-    samples: dict[str, Sample] = {}
-    for name in sorted({k[0] for k in values}):
-        seeds = [s for s in pool if (name, s) in values]
-        samples[name] = Sample(name, tuple(values[(name, s)] for s in seeds), tuple(seeds))
+    by_name: dict[str, dict[int, float]] = {}
+    for (name, seed), v in values.items():
+        by_name.setdefault(name, {})[seed] = v
+    samples = samples_over_pool(by_name, pool)
     return [answer(rq, samples, level=level, seed=i) for i, rq in enumerate(questions)]
 
 

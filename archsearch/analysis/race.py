@@ -184,7 +184,7 @@ def race(questions: list[ResolvedQuestion], pool: list[int], settings: RaceSetti
         if missing:
             return _result(state, rounds, requested, missing, values, settings, pool)
         rnd = Round(k + 1, n, alphas[k], jobs, list(active))
-        samples = _samples(values, pool)
+        samples = samples_over_pool(values, pool)
         for s in state:
             if s.final is None and _look(s, samples, 1 - alphas[k]):
                 rnd.resolved.append(s.rq.question.id)
@@ -208,7 +208,7 @@ def _candidate_order(questions: list[ResolvedQuestion]) -> list[str]:
     return out
 
 
-def _samples(values: dict[str, dict[int, float]], pool: list[int]) -> dict[str, Sample]:
+def samples_over_pool(values: dict[str, dict[int, float]], pool: list[int]) -> dict[str, Sample]:
     """Each candidate's errors over the pool seeds it has, in pool order (so pairs line up by seed)."""
     out = {}
     for name, by_seed in values.items():
@@ -286,7 +286,7 @@ def _threshold_answer(s: _Open, samples: dict[str, Sample], level: float) -> Ans
 
 def _result(state: list[_Open], rounds: list[Round], requested: list[Job], pending: list[Job],
             values: dict[str, dict[int, float]], settings: RaceSettings, pool: list[int]) -> RaceResult:
-    samples = _samples(values, pool)
+    samples = samples_over_pool(values, pool)
     level = 1 - rounds[-1].alpha if rounds else settings.confidence
     answers = []
     for s in state:
@@ -339,19 +339,17 @@ def answers_of_study(attrs: dict[str, Any], records: list[Any], *, level: float 
     """The study's answers: a race study's are the race's own decisions (its looks, spent α and frozen
     decisions, rebuilt from the records), every other study's the grid answers of `study_answers`. The
     test-split answers of a race use the seeds it trained, once, at the nominal level (never to decide)."""
-    asked = study_answers(attrs, records, level=level, seed=seed)
-    resolved, _ = questions_of(attrs, records)
+    resolved, source = questions_of(attrs, records)
     result = race_of_study(attrs, resolved, records)
     if result is None:
-        return asked, None
-    asked.answers = result.answers
+        return study_answers(attrs, records, level=level, seed=seed), None
     trained = {(j.name, j.seed) for j in result.requested}
-    used = [r for r in records if (r.name, r.seed) in trained]
-    if asked.test_answers is not None:
-        asked.test_answers = answer_all(resolved, used, level=level, seed=seed, split="test")
-    if result.pending:
-        asked.caveat = (f"the race is not over: {len(result.pending)} trials of look {len(result.rounds) + 1} are "
-                        "missing (resume the run); the answers are those of the last complete look")
+    used = [r for r in records if (r.name, r.seed) in trained and r.usable]
+    tested = any(r.test_error is not None for r in used)
+    test = answer_all(resolved, used, level=level, seed=seed, split="test") if tested else None
+    caveat = (f"the race is not over: {len(result.pending)} trials of look {len(result.rounds) + 1} are missing "
+              "(resume the run); the answers are those of the last complete look" if result.pending else "")
+    asked = StudyAnswers(result.answers, test, source, caveat)
     return asked, result
 
 

@@ -28,17 +28,19 @@ class RoundFeeder:
         self.study, self.questions, self.planner = study, questions, planner
         self.params = {c.name: dict(c.trial_params) for c in grid(space)}
         self.stopped = ""  # why the race stopped early (a trial it needs failed for good)
-        self.looks = 0
+        self.over = False  # the planner asked for nothing more: stored trials only grow, so it never will again
 
     def refill(self) -> int:
         """Enqueue the current look's missing trials; 0 when the race is over (or cannot go on)."""
-        if self.stopped:
+        if self.stopped or self.over:
             return 0
         records = load_records(self.study)
         jobs = self.planner(self.questions, records)
+        self.over = not jobs
+        wanted = set(jobs)
         ended = {(r.name, r.seed) for r in records if r.state in ("COMPLETE", "PRUNED")}
         failed = sorted({(r.name, r.seed, r.number) for r in records
-                         if r.state == "FAIL" and (r.name, r.seed) not in ended and (r.name, r.seed) in set(jobs)})
+                         if r.state == "FAIL" and (r.name, r.seed) not in ended and (r.name, r.seed) in wanted})
         if failed:
             name, seed, number = failed[0]
             self.stopped = (f"race stopped: trial #{number} ({name} seed {seed}) failed and a question needs it; "
@@ -49,6 +51,4 @@ class RoundFeeder:
             for name, seed in jobs:
                 retry(lambda n=name, s=seed: self.study.enqueue_trial(self.params[n], user_attrs={"seed": s},
                                                                      skip_if_exists=False))
-        if jobs:
-            self.looks += 1
         return len(jobs)
