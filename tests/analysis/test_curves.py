@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from cli_errors import one_error
 
 from archsearch.analysis.curves import read_curves, write_curves
 from archsearch.cli import main
@@ -73,17 +74,15 @@ def test_replay_resolves_a_planted_answer_for_less_than_the_grid(tmp_path: Path,
 def test_malformed_tables_are_one_line_errors(tmp_path: Path, capsys, text: str, message: str) -> None:
     curves = tmp_path / "bad.csv"
     curves.write_text(text)
-    assert main(["replay", str(study_file(tmp_path)), "--curves", str(curves)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and str(curves) in err and message in err, err
+    err = one_error(capsys, ["replay", str(study_file(tmp_path)), "--curves", str(curves)])
+    assert str(curves) in err and message in err, err
 
 
 def test_a_missing_row_the_search_asks_for_is_named(tmp_path: Path, capsys) -> None:
     curves = planted_csv(tmp_path, effect=0.0)
     kept = [line for line in curves.read_text().splitlines() if not line.startswith("resnet-8,2,2,")]
     curves.write_text("\n".join(kept) + "\n")
-    assert main(["replay", str(study_file(tmp_path)), "--curves", str(curves)]) == 2
-    err = capsys.readouterr().err.strip()
+    err = one_error(capsys, ["replay", str(study_file(tmp_path)), "--curves", str(curves)])
     assert err.endswith("no row for name=resnet-8, seed=2, epoch=2 (the search asks for it)"), err
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_errors import one_error
 
 from archsearch.cli import main
 from archsearch.nn.build import build
@@ -28,14 +29,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def data_env(cifar10, monkeypatch: pytest.MonkeyPatch) -> None:
     del cifar10  # decoded once per session into the session cache, which the command then reads
     monkeypatch.setenv("ARCHSEARCH_DATA", os.environ.get("ARCHSEARCH_DATA", CIFAR10_ARCHIVE))
-
-
-def one_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def test_lesion_json(checkpoint: Path, data_env: None, capsys: pytest.CaptureFixture) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from cli_errors import one_error
 
 from archsearch.cli import main
 from archsearch.orchestrate.prepare import prepare
@@ -33,15 +34,6 @@ def study_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = work / "env.yaml"
     path.write_text(yaml.safe_dump(STUDY))
     return path
-
-
-def one_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    """Run the CLI; assert exit 2 and exactly one line on stderr, no traceback; return that line."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def seed_trials(db: Path, name: str = "env") -> list[int]:
