@@ -84,14 +84,14 @@ def lesion_checkpoint(spec: Any, weights: Path, args: argparse.Namespace, *, nam
     """Load `weights` into `spec`'s network, pick the checkpoint's validation images, run the lesions."""
     from archsearch.analysis.lesion import Evaluator, effective_paths, lesion_study
     from archsearch.export.weights import classes_in, fit_weights, load_weights
-    from archsearch.export.writer import _check_checkpoint_name
+    from archsearch.export.writer import check_checkpoint_name
     from archsearch.nn.build import build
     from archsearch.train.precision import resolve_device
 
     state, meta = load_weights(weights)
     if named and classes_in(state):
         spec = spec.with_classes(classes_in(state))
-    _check_checkpoint_name(meta, spec, weights)
+    check_checkpoint_name(meta, spec, weights)
     net = build(spec, strategy="loop")
     fit_weights(net, state, str(weights))
     device = resolve_device(args.device)
@@ -146,7 +146,7 @@ def _progress(message: str) -> None:
 
 # ------------------------------------------------------------------------------------------ studies
 def _study(path: Path, args: argparse.Namespace) -> int:
-    from archsearch.export.writer import _resolve_checkpoint, rank_trials, study_location
+    from archsearch.export.writer import rank_trials, resolve_checkpoint, study_location
     from archsearch.study.lifecycle import load_existing_study
     from archsearch.study.runs import resolve_runs_dir
 
@@ -154,7 +154,7 @@ def _study(path: Path, args: argparse.Namespace) -> int:
     study = load_existing_study(storage, name, where="lesion")
     trained = []
     for cand in rank_trials(study.get_trials(deepcopy=False)):
-        ckpt = next((c for t in cand.trials if (c := _resolve_checkpoint(t.user_attrs.get("checkpoint"), storage))),
+        ckpt = next((c for t in cand.trials if (c := resolve_checkpoint(t.user_attrs.get("checkpoint"), storage))),
                     None)
         if ckpt is not None:
             trained.append((cand.spec, ckpt))

@@ -79,7 +79,7 @@ def export_architecture(spec_or_name: ArchSpec | str | dict[str, Any], out_dir: 
     meta: dict[str, Any] = {}
     if weights is not None:
         state, meta = load_weights(weights)
-        _check_checkpoint_name(meta, spec, weights)
+        check_checkpoint_name(meta, spec, weights)
         found = classes_in(state)
         named = isinstance(spec_or_name, str) or (isinstance(spec_or_name, dict) and "num_classes" not in spec_or_name)
         if num_classes is None and named and found:
@@ -117,7 +117,7 @@ def export_architecture(spec_or_name: ArchSpec | str | dict[str, Any], out_dir: 
     return ExportResult(spec.name, code, card, weights_path, summary, train_file)
 
 
-def _check_checkpoint_name(meta: dict[str, Any], spec: ArchSpec, where: Any) -> None:
+def check_checkpoint_name(meta: dict[str, Any], spec: ArchSpec, where: Any) -> None:
     name = meta.get("name")
     if not isinstance(name, str):
         return
@@ -188,7 +188,7 @@ def rank_trials(trials: list[Any]) -> list[Candidate]:
     return out
 
 
-def _resolve_checkpoint(value: Any, storage_url: str) -> Path | None:
+def resolve_checkpoint(value: Any, storage_url: str) -> Path | None:
     """A trial's `checkpoint` attribute as an existing file, looked up from the working directory
     and from the study database's folder upwards (runs/<study>/ moves as a whole)."""
     if not value:
@@ -226,7 +226,7 @@ def export_study(storage_url: str, study_name: str, out_dir: str | Path, top: in
     for rank, cand in enumerate(candidates[:top], start=1):
         chosen, ckpt = cand.trials[0], None
         for t in cand.trials:
-            ckpt = _resolve_checkpoint(t.user_attrs.get("checkpoint"), storage_url)
+            ckpt = resolve_checkpoint(t.user_attrs.get("checkpoint"), storage_url)
             if ckpt is not None:
                 chosen = t
                 break
