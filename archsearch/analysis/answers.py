@@ -33,6 +33,7 @@ class StudyAnalysis:
     n_boot: int
     level: float
     precisions: dict[str, int] = field(default_factory=dict)  # among the trials that feed answers
+    compiled: dict[str, int] = field(default_factory=dict)  # "compiled" / "eager" / "unrecorded" among them
     failures: list[str] = field(default_factory=list)  # the report's first lines: crashes, families all failed
 
     @property
@@ -62,5 +63,7 @@ def analyze(
         n_boot=n_boot,
         level=level,
         precisions=dict(Counter(r.precision or "unrecorded" for r in records if r.usable)),
+        compiled=dict(Counter({True: "compiled", False: "eager", None: "unrecorded"}[r.compiled]
+                              for r in records if r.usable)),
         failures=failure_lines(records),
     )

@@ -193,7 +193,9 @@ def _precision_lines(a: StudyAnalysis) -> list[str]:
     if a.mixed_precision:
         return [f"**Warning: the answers mix training precisions ({counts} trials)** — workers resolved "
                 "`amp: auto` differently; set `train.amp` explicitly to compare like with like.", ""]
-    return [f"Training precision: {counts} trials.", ""]
+    steps = ", ".join(f"{k} {n}" for k, n in sorted(a.compiled.items()))
+    return [f"Training precision: {counts} trials" + (f"; training step: {steps} (`train.compile`)." if steps
+                                                      else "."), ""]
 
 
 def render_markdown(name: str, a: StudyAnalysis, figures: list[FigureFiles], base: Path) -> str:

@@ -33,7 +33,9 @@ from archsearch.space.space import grid
 from archsearch.study.asked import study_questions
 from archsearch.study.config import StudyConfig
 from archsearch.train.calibrate import calibrate
+from archsearch.train.compiling import COLD_COMPILE_S, WARM_COMPILE_S, compiled_speedup, resolve_compile
 from archsearch.train.data import load_dataset
+from archsearch.train.precision import resolve_precision
 from archsearch.train.sources import dataset_key
 
 TRAIN_SPLIT_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257}  # images in each train split
@@ -123,7 +125,33 @@ def _costs(config: StudyConfig, work: StudyWork, progress: Callable[[str], None]
     reps = representatives(work.shapes)
     timed = calibrate([work.specs[r.name] for r in reps.values()], config.train_config, work.device,
                       threads=work.threads, num_classes=work.num_classes, progress=progress)
-    return {name: ShapeCost(t["train_s_per_image"], t["eval_s_per_image"]) for name, t in timed.items()}
+    costs = {}
+    for name, t in timed.items():
+        compiled, _ = _compiles(config, work, work.specs[name].family)
+        speed = compiled_speedup(work.specs[name].family) if compiled else 1.0
+        costs[name] = ShapeCost(t["train_s_per_image"] / speed, t["eval_s_per_image"],
+                                COLD_COMPILE_S if compiled else 0.0, WARM_COMPILE_S if compiled else 0.0)
+    return costs
+
+
+def _compiles(config: StudyConfig, work: StudyWork, family: str) -> tuple[bool, str]:
+    """Whether a full trial of `family` will train compiled (`train.compile`), as the trainer decides it."""
+    tc = config.train_config
+    amp, _ = resolve_precision(tc, work.device)
+    steps = config.max_epochs * (work.train_images // tc.batch_size)
+    return resolve_compile(tc.compile, work.device, amp, steps, family)
+
+
+def _compile_assumption(config: StudyConfig, work: StudyWork) -> str | None:
+    """The assumption behind compiled trials' times: calibration times eager steps, the trainer compiles."""
+    families = sorted({work.specs[s.name].family for s in work.shapes})
+    compiled = [f for f in families if _compiles(config, work, f)[0]]
+    if not compiled:
+        return None
+    speeds = ", ".join(f"{f} {compiled_speedup(f):.2f}x" for f in compiled)
+    return (f"compiled trials ({', '.join(compiled)}): eager steps timed here ÷ the measured compiled speed-up "
+            f"({speeds}; train/compiling.py), plus {COLD_COMPILE_S:.0f} s to compile each candidate's first "
+            f"trial and {WARM_COMPILE_S:.0f} s its later seeds (inductor's cache)")
 
 
 def _estimate(config: StudyConfig, work: StudyWork, costs: dict[str, ShapeCost], train_images: int | None = None,
@@ -147,6 +175,9 @@ def estimate_cost(config: StudyConfig, space: Any, work: StudyWork | None = None
         s = config.search
         est.assumptions.append(f"race: every candidate a question needs trains max_seeds={s.max_seeds} seeds (an upper "
                                f"bound; it stops at {s.min_seeds} to {s.max_seeds} seeds as its questions resolve)")
+    compile_note = _compile_assumption(config, work)
+    if compile_note:
+        est.assumptions.append(compile_note)
     if config.sampler != "grid":
         est.assumptions.append(f"{config.sampler} spreads its {len(work.shapes)} trials evenly over the candidates")
     if work.note:

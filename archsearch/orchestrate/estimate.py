@@ -33,6 +33,10 @@ class ShapeCost:
 
     train_s_per_image: float
     eval_s_per_image: float
+    # one-off seconds before a trial's first epoch (a torch.compile): the first trial of a candidate compiles
+    # cold, later seeds of it find inductor's cache warm
+    cold_start_s: float = 0.0
+    warm_start_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,8 @@ def representatives(shapes: Sequence[TrialShape]) -> dict[str, TrialShape]:
 def scaled_cost(shape: TrialShape, rep: TrialShape, cost: ShapeCost) -> ShapeCost:
     """A shape's cost from its group representative's, in proportion to analytic MACs."""
     ratio = shape.macs / rep.macs if rep.macs > 0 else 1.0
-    return ShapeCost(cost.train_s_per_image * ratio, cost.eval_s_per_image * ratio)
+    return ShapeCost(cost.train_s_per_image * ratio, cost.eval_s_per_image * ratio, cost.cold_start_s,
+                     cost.warm_start_s)
 
 
 def epoch_seconds(cost: ShapeCost, train_images: int, eval_images: int) -> float:
@@ -104,9 +109,12 @@ def estimate_study(shapes: Sequence[TrialShape], costs: dict[str, ShapeCost], *,
     """Expected wall and work of running every planned trial (`shapes`, one per trial) with `costs` per group."""
     reps = representatives(shapes)
     work = 0.0
+    started: set[str] = set()
     for s in shapes:
         cost = scaled_cost(s, reps[s.group], costs[reps[s.group].name])
-        work += fraction * max_epochs * epoch_seconds(cost, train_images, eval_images) + per_trial_s
+        start = cost.warm_start_s if s.name in started else cost.cold_start_s
+        started.add(s.name)
+        work += fraction * max_epochs * epoch_seconds(cost, train_images, eval_images) + per_trial_s + start
     slots = max(1, slots)
     wall = startup_s + work / slots
     assumptions = [

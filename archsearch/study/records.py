@@ -50,6 +50,7 @@ class TrialRecord:
     path_length_mean: float | None = None
     test_error: float | None = None
     precision: str | None = None  # fp32 | bf16 | fp16: what the trainer ran in on its worker
+    compiled: bool | None = None  # its training step ran through torch.compile (None: not recorded)
     fail_reason: str | None = None  # why a FAIL trial failed ("interrupted", a worker's native crash, ...)
     train_seconds: float | None = None  # Σ seconds of its training epochs (per-epoch time in curve tables)
     fallback: str | None = None  # "native crash: ...; retried with NCHW + loop" on a crashed trial and its retry
@@ -115,6 +116,7 @@ def record_of(trial: Any) -> TrialRecord:
         path_length_mean=_float(ua.get("path_length_mean")),
         test_error=_float(ua.get("test_error")),
         precision=None if ua.get("precision") is None else str(ua["precision"]),
+        compiled=None if ua.get("compiled") is None else bool(ua["compiled"]),
         fail_reason=None if ua.get("fail_reason") is None else str(ua["fail_reason"]),
         fallback=None if ua.get("fallback") is None else str(ua["fallback"]),
         train_seconds=_float(ua.get("train_seconds")),

@@ -29,6 +29,15 @@ COMPILE_MIN_STEPS = 1200
 # benchmarks/models.py and benchmarks/train.py): `auto` compiles only the families measured to gain.
 # Measured eager-or-slower: dvanet 1.02x (noise), dmrnet 0.89x; wrn and postresnet are not measured.
 COMPILED_FAMILIES = {"resnet": 1.47, "multiresnet": 1.07, "warpnet": 1.11}
+# One trial's compile of resnet-20 (benchmarks/train.py): 60 s cold on an idle 2-core CPU (up to 195 s under load),
+# 1-11 s once inductor's cache holds the candidate (its later seeds). `--dry-run` adds these to compiled trials.
+COLD_COMPILE_S = 60.0
+WARM_COMPILE_S = 5.0
+
+
+def compiled_speedup(family: str | None) -> float:
+    """The measured compiled / eager step-speed ratio of a family (1 where it was not measured)."""
+    return COMPILED_FAMILIES.get(family or "", 1.0)
 
 
 def resolve_compile(setting: bool | str, device: torch.device, amp: torch.dtype | None,

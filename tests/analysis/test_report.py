@@ -134,14 +134,17 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_report_names_the_training_precision_and_warns_when_mixed(tmp_path):
 
-    def rec(n, precision):
+    def rec(n, precision, compiled=None):
         return TrialRecord(number=n, state="COMPLETE", value=10.0 + n, name=f"resnet-{8 + 6 * (n % 2)}",
                            family="resnet", depth=8, seed=n, epochs=4, max_epochs=4, full_fidelity=True,
-                           precision=precision)
+                           precision=precision, compiled=compiled)
 
     same = analyze([rec(i, "bf16") for i in range(4)], n_boot=50)
     assert same.precisions == {"bf16": 4} and not same.mixed_precision
-    assert "Training precision: bf16 4 trials." in render_markdown("s", same, [], tmp_path)
+    assert "Training precision: bf16 4 trials; training step: unrecorded 4" in render_markdown("s", same, [], tmp_path)
+    steps = analyze([rec(i, "fp32", compiled=i < 3) for i in range(4)], n_boot=50)
+    assert steps.compiled == {"compiled": 3, "eager": 1}
+    assert "training step: compiled 3, eager 1 (`train.compile`)." in render_markdown("s", steps, [], tmp_path)
     mixed = analyze([rec(i, "bf16" if i < 2 else "fp32") for i in range(4)], n_boot=50)
     assert mixed.mixed_precision
     assert "Warning: the answers mix training precisions (bf16 2, fp32 2 trials)" in render_markdown(

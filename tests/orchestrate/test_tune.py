@@ -44,7 +44,7 @@ from archsearch.orchestrate.ray_backend import (
 )
 from archsearch.orchestrate.searcher import FINISHED, StudySearcher
 from archsearch.study.config import Resources, load_study
-from archsearch.study.records import INTERRUPTED
+from archsearch.study.records import INTERRUPTED, record_of
 from archsearch.study.storage import open_storage
 
 DATA = os.environ.get("ARCHSEARCH_DATA", str(Path(__file__).resolve().parents[3] / "shared/data/cifar10-jpg.tar.gz"))
@@ -540,6 +540,7 @@ def test_tiny_asha_study_records_are_honest(tiny_run: TinyRun) -> None:
         assert ua["channels_last"] is False and ua["channels_last_reason"].startswith("CPU default: NCHW")
         # compiled or eager, and why: a 3-epoch tiny trial is too short to pay back a compile
         assert ua["compiled"] is False and ua["compile_reason"].startswith("auto: eager"), ua.get("compile_reason")
+        assert record_of(t).compiled is False  # and the analysis reads it back
         assert ua["threads"] >= 1
         if ua["branches"] > 1:  # how its parallel functions ran (a rerun is bit-identical only if equal)
             assert ua["branch_strategies"].split(" #")[0].split()[0].split("×")[0] in ("grouped", "loop")
