@@ -177,7 +177,7 @@ def main() -> int:
     p.add_argument("--curves", type=Path, default=TABLE, help=f"the table (default {TABLE.relative_to(ROOT)})")
     p.add_argument("--resamples", type=int, default=None, help="override the plan's resamples (smoke runs only)")
     p.add_argument("--out", type=Path, default=None, help="results stem (.json and .md; default "
-                   "benchmarks/results/answer_cost, answer_cost2 for plan2)")
+                   "benchmarks/results/answer_cost, answer_cost<N> for plan<N>)")
     args = p.parse_args()
     plan = yaml.safe_load(args.plan.read_text())
     table = ROOT / plan["table"] if "table" in plan and args.curves == TABLE else args.curves
@@ -185,7 +185,7 @@ def main() -> int:
         train_table(plan, table)
     res = evaluate(plan, read_curves(table), args.resamples or plan["resamples"])
     res["plan"] = str(args.plan.resolve().relative_to(ROOT))
-    out = args.out or RESULTS / ("answer_cost2" if args.plan.name.endswith("2.yaml") else "answer_cost")
+    out = args.out or RESULTS / ("answer_cost" + args.plan.stem.removeprefix("answer_cost_plan"))  # plan3: *3
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     out.with_suffix(".md").write_text(markdown(res))
     print(markdown(res))
