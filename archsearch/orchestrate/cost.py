@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from archsearch.nn.build import build
 from archsearch.orchestrate.asha import expected_epochs, rung_epochs
 from archsearch.orchestrate.estimate import (
     DAY_S,
@@ -33,7 +34,13 @@ from archsearch.space.space import grid
 from archsearch.study.asked import study_questions
 from archsearch.study.config import StudyConfig
 from archsearch.train.calibrate import calibrate
-from archsearch.train.compiling import COLD_COMPILE_S, WARM_COMPILE_S, compiled_speedup, resolve_compile
+from archsearch.train.compiling import (
+    COLD_COMPILE_S,
+    WARM_COMPILE_S,
+    compiled_speedup,
+    narrow_strided_pointwise,
+    resolve_compile,
+)
 from archsearch.train.data import load_dataset
 from archsearch.train.precision import resolve_precision
 from archsearch.train.sources import dataset_key
@@ -127,25 +134,29 @@ def _costs(config: StudyConfig, work: StudyWork, progress: Callable[[str], None]
                       threads=work.threads, num_classes=work.num_classes, progress=progress)
     costs = {}
     for name, t in timed.items():
-        compiled, _ = _compiles(config, work, work.specs[name].family)
+        compiled, _ = _compiles(config, work, work.specs[name])
         speed = compiled_speedup(work.specs[name].family) if compiled else 1.0
         costs[name] = ShapeCost(t["train_s_per_image"] / speed, t["eval_s_per_image"],
                                 COLD_COMPILE_S if compiled else 0.0, WARM_COMPILE_S if compiled else 0.0)
     return costs
 
 
-def _compiles(config: StudyConfig, work: StudyWork, family: str) -> tuple[bool, str]:
-    """Whether a full trial of `family` will train compiled (`train.compile`), as the trainer decides it."""
+def _compiles(config: StudyConfig, work: StudyWork, spec: Any) -> tuple[bool, str]:
+    """Whether a full trial of `spec` will train compiled (`train.compile`), as the trainer decides it."""
     tc = config.train_config
     amp, _ = resolve_precision(tc, work.device)
     steps = config.max_epochs * (work.train_images // tc.batch_size)
-    return resolve_compile(tc.compile, work.device, amp, steps, family)
+    compiled, why = resolve_compile(tc.compile, work.device, amp, steps, spec.family)
+    if compiled and tc.compile == "auto" and work.device.type == "cpu":  # the trainer's last check needs the net
+        narrow = narrow_strided_pointwise(build(spec, num_classes=work.num_classes))
+        compiled, why = resolve_compile(tc.compile, work.device, amp, steps, spec.family, narrow)
+    return compiled, why
 
 
 def _compile_assumption(config: StudyConfig, work: StudyWork) -> str | None:
     """The assumption behind compiled trials' times: calibration times eager steps, the trainer compiles."""
-    families = sorted({work.specs[s.name].family for s in work.shapes})
-    compiled = [f for f in families if _compiles(config, work, f)[0]]
+    names = sorted({s.name for s in work.shapes})
+    compiled = sorted({work.specs[n].family for n in names if _compiles(config, work, work.specs[n])[0]})
     if not compiled:
         return None
     speeds = ", ".join(f"{f} {compiled_speedup(f):.2f}x" for f in compiled)

@@ -40,10 +40,26 @@ def compiled_speedup(family: str | None) -> float:
     return COMPILED_FAMILIES.get(family or "", 1.0)
 
 
+# inductor lays every convolution out channels_last on a CPU with oneDNN (GraphLowering.decide_layout_opt), and
+# oneDNN's AVX2 backward of a strided 1x1 convolution with fewer than ~8 input channels in that layout corrupts
+# the heap (archsearch.train.layout): `auto` keeps networks with such a convolution (twice the margin) eager.
+NARROW_CHANNELS = 16
+
+
+def narrow_strided_pointwise(net: nn.Module) -> str | None:
+    """The first strided 1x1 convolution with fewer than `NARROW_CHANNELS` input channels, described, or None."""
+    for name, m in net.named_modules():
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1 \
+                and m.in_channels < NARROW_CHANNELS:
+            return f"{name} ({m.in_channels}->{m.out_channels}, 1x1 stride {max(m.stride)})"
+    return None
+
+
 def resolve_compile(setting: bool | str, device: torch.device, amp: torch.dtype | None,
-                    total_steps: int, family: str | None = None) -> tuple[bool, str]:
+                    total_steps: int, family: str | None = None, narrow: str | None = None) -> tuple[bool, str]:
     """(compile?, why) for the config's `compile` on `device`, in `amp`, for a trial of `total_steps` of a
-    network of `family` (None: a module passed in, not a named family)."""
+    network of `family` (None: a module passed in, not a named family) whose `narrow_strided_pointwise` is
+    `narrow`."""
     if setting is True:
         return True, "compile: on (config)"
     if setting is False:
@@ -54,6 +70,9 @@ def resolve_compile(setting: bool | str, device: torch.device, amp: torch.dtype 
         return False, "auto: eager under autocast (compiled bf16 without AMX measured 0.09x)"
     if family not in COMPILED_FAMILIES:
         return False, f"auto: eager, compiling {family or 'this network'} was not measured to pay on CPU"
+    if narrow is not None:
+        return False, (f"auto: eager, {narrow} would run channels_last compiled (a layout whose AVX2 kernel "
+                       "crashes narrow strided 1x1 convolutions)")
     if total_steps < COMPILE_MIN_STEPS:
         return False, f"auto: eager, {total_steps} steps < {COMPILE_MIN_STEPS} to pay back the compile"
     return True, (f"auto: compiled, fp32 CPU, {total_steps} steps >= {COMPILE_MIN_STEPS}, {family} measured "

@@ -37,7 +37,7 @@ from archsearch.train.checkpoint import (
     restore,
     save_checkpoint,
 )
-from archsearch.train.compiling import compile_record, resolve_compile, warm_up
+from archsearch.train.compiling import compile_record, narrow_strided_pointwise, resolve_compile, warm_up
 from archsearch.train.config import TrainConfig, lr_factor, make_config
 from archsearch.train.data import ImageData, load_dataset, split_indices
 from archsearch.train.evaluate import evaluate, latency_of, precise_bn_images, recalibrate_bn
@@ -227,7 +227,8 @@ def _compile(run: _Run, config: TrainConfig) -> None:
         family = as_spec(run.name, None).family
     except Exception:  # noqa: BLE001 - a module passed in has no family
         family = None
-    run.compiled, run.compile_reason = resolve_compile(config.compile, run.device, run.amp, steps, family)
+    narrow = narrow_strided_pointwise(run.net) if run.device.type == "cpu" else None
+    run.compiled, run.compile_reason = resolve_compile(config.compile, run.device, run.amp, steps, family, narrow)
     if not run.compiled:
         return
     model = torch.compile(run.net, dynamic=False)  # static shapes: one step shape, never a generic kernel

@@ -31,6 +31,20 @@ def test_auto_compiles_long_fp32_cpu_trials_of_measured_families_only(setting, d
     assert compiled is want and why in reason
 
 
+def test_auto_keeps_networks_with_narrow_strided_pointwise_convolutions_eager():
+    """inductor runs a CPU graph's convolutions channels_last, whose AVX2 kernel crashes narrow strided 1x1s."""
+    from archsearch.nn.build import build
+    from archsearch.train.compiling import narrow_strided_pointwise
+
+    narrow = narrow_strided_pointwise(build("resnet-56-c7.13.27-proj", num_classes=10))
+    assert narrow is not None and "7->13, 1x1 stride 2" in narrow
+    assert narrow_strided_pointwise(build("resnet-20", num_classes=10)) is None  # option-A (pad) shortcuts
+    assert narrow_strided_pointwise(build("resnet-20-proj", num_classes=10)) is None  # 16 input channels
+    compiled, reason = resolve_compile("auto", CPU, None, 10**6, "resnet", narrow)
+    assert not compiled and "7->13" in reason and "crashes" in reason
+    assert resolve_compile(True, CPU, None, 10**6, "resnet", narrow)[0]  # asked for explicitly: compiled
+
+
 def test_compile_setting_is_checked():
     assert make_config().compile == "auto"
     assert make_config(compile=True).compile is True
