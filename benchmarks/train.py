@@ -190,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         row["speedup_cpu"] = row["images_per_cpu_s_median"] / rows[0]["images_per_cpu_s_median"]
         row["speedup_over_fp32_nchw"] = row["images_per_s"] / rows[2]["images_per_s"]
         # the median of the ratios within each round: load that drifts between rounds cancels out
-        row["speedup_round_median"] = statistics.median(
-            a / b for a, b in zip(row["images_per_s_all"], rows[0]["images_per_s_all"], strict=True))
+        row["speedup_round_all"] = [a / b for a, b in zip(row["images_per_s_all"], rows[0]["images_per_s_all"],
+                                                          strict=True)]
+        row["speedup_round_median"] = statistics.median(row["speedup_round_all"])
         if row.get("compiled"):  # the one-off compile against the eager fp32 NCHW epoch: epochs to pay it back
             saved = len(train_idx) * (1 / rows[2]["images_per_s"] - 1 / row["images_per_s"])
             seconds = [s["compile_seconds"] for s in samples[row["pipeline"]]]
@@ -230,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats, "trial_epochs": args.trial_epochs, "rows": rows,
         "targets": {"speedup": TARGET_SPEEDUP, "overhead": TARGET_OVERHEAD, "fp32_default": TARGET_FP32_DEFAULT},
         "met": met,
-        "fp32_default_met": rows[1]["precision"] == "fp32" and rows[1]["speedup_wall"] >= TARGET_FP32_DEFAULT,
+        # met: the fastest rounds AND the median of the within-round ratios (one lucky round is not enough)
+        "fp32_default_met": rows[1]["precision"] == "fp32" and rows[1]["speedup_wall"] >= TARGET_FP32_DEFAULT
+        and rows[1]["speedup_round_median"] >= TARGET_FP32_DEFAULT,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
@@ -243,7 +246,7 @@ def markdown(out: dict) -> str:
     lines = [f"# Trainer speed: {out['arch']}, batch {out['batch_size']}, {out['train_images']} training images",
              "",
              f"{out['threads']} CPU thread(s), torch {out['torch']}, {out['repeats']} round-robin rounds (fastest "
-             f"kept), load average {out['load_average_start']:.1f} -> {out['load_average_end']:.1f} (machine shared)."
+             f"kept), load average {out['load_average_start']:.1f} -> {out['load_average_end']:.1f}."
              f" Default row: `train` defaults for a {out.get('trial_epochs', '?')}-epoch trial.",
              "",
              "| pipeline | images/s | rounds | vs naive | vs naive, per round | vs fp32 NCHW eager | outside step |"
@@ -256,9 +259,10 @@ def markdown(out: dict) -> str:
         lines.append(f"| {r['pipeline']} | {r['images_per_s']:.1f} | {rounds} | {r['speedup_wall']:.2f}x | "
                      f"{r['speedup_round_median']:.2f}x | {r['speedup_over_fp32_nchw']:.2f}x | "
                      f"{100 * r['overhead']:.1f} % | {comp} | {payback} |")
-    lines += ["", f"fp32 default >= {out['targets'].get('fp32_default', 1.5)}x naive (fastest rounds): "
-              f"{'met' if out.get('fp32_default_met') else 'missed'}; 'vs naive, per round': the median of the "
-              "ratios within each round.", ""]
+    per_round = ", ".join(f"{v:.2f}x" for v in out["rows"][1].get("speedup_round_all", []))
+    lines += ["", f"fp32 default >= {out['targets'].get('fp32_default', 1.5)}x naive (fastest rounds and the median "
+              f"round): {'met' if out.get('fp32_default_met') else 'missed'}; 'vs naive, per round': the median of "
+              f"the ratios within each round (the default row's rounds: {per_round or '-'}).", ""]
     return "\n".join(lines)
 
 
