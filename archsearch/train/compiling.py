@@ -50,8 +50,9 @@ def narrow_strided_pointwise(net: nn.Module) -> str | None:
     """The first strided 1x1 convolution with fewer than `NARROW_CHANNELS` input channels, described, or None."""
     for name, m in net.named_modules():
         if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1 \
-                and m.in_channels < NARROW_CHANNELS:
-            return f"{name} ({m.in_channels}->{m.out_channels}, 1x1 stride {max(m.stride)})"
+                and m.in_channels // m.groups < NARROW_CHANNELS:  # a grouped convolution: per group
+            groups = f", {m.groups} groups" if m.groups > 1 else ""
+            return f"{name} ({m.in_channels}->{m.out_channels}, 1x1 stride {max(m.stride)}{groups})"
     return None
 
 

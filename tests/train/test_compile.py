@@ -40,6 +40,9 @@ def test_auto_keeps_networks_with_narrow_strided_pointwise_convolutions_eager():
     assert narrow is not None and "7->13, 1x1 stride 2" in narrow
     assert narrow_strided_pointwise(build("resnet-20", num_classes=10)) is None  # option-A (pad) shortcuts
     assert narrow_strided_pointwise(build("resnet-20-proj", num_classes=10)) is None  # 16 input channels
+    grouped = nn.Sequential(nn.Conv2d(32, 64, 1, stride=2, groups=4))  # 8 input channels per group
+    assert "32->64, 1x1 stride 2, 4 groups" in narrow_strided_pointwise(grouped)
+    assert narrow_strided_pointwise(nn.Sequential(nn.Conv2d(8, 16, 1, stride=1))) is None  # not strided
     compiled, reason = resolve_compile("auto", CPU, None, 10**6, "resnet", narrow)
     assert not compiled and "7->13" in reason and "crashes" in reason
     assert resolve_compile(True, CPU, None, 10**6, "resnet", narrow)[0]  # asked for explicitly: compiled
