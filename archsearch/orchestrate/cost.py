@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -132,31 +132,33 @@ def _costs(config: StudyConfig, work: StudyWork, progress: Callable[[str], None]
     reps = representatives(work.shapes)
     timed = calibrate([work.specs[r.name] for r in reps.values()], config.train_config, work.device,
                       threads=work.threads, num_classes=work.num_classes, progress=progress)
-    costs = {}
-    for name, t in timed.items():
-        compiled, _ = _compiles(config, work, work.specs[name])
-        speed = compiled_speedup(work.specs[name].family) if compiled else 1.0
-        costs[name] = ShapeCost(t["train_s_per_image"] / speed, t["eval_s_per_image"],
-                                COLD_COMPILE_S if compiled else 0.0, WARM_COMPILE_S if compiled else 0.0)
-    return costs
+    return {name: ShapeCost(t["train_s_per_image"], t["eval_s_per_image"]) for name, t in timed.items()}
 
 
-def _compiles(config: StudyConfig, work: StudyWork, spec: Any) -> tuple[bool, str]:
+def _compiles(config: StudyConfig, work: StudyWork, spec: Any) -> bool:
     """Whether a full trial of `spec` will train compiled (`train.compile`), as the trainer decides it."""
     tc = config.train_config
     amp, _ = resolve_precision(tc, work.device)
     steps = config.max_epochs * (work.train_images // tc.batch_size)
-    compiled, why = resolve_compile(tc.compile, work.device, amp, steps, spec.family)
+    compiled, _ = resolve_compile(tc.compile, work.device, amp, steps, spec.family)
     if compiled and tc.compile == "auto" and work.device.type == "cpu":  # the trainer's last check needs the net
         narrow = narrow_strided_pointwise(build(spec, num_classes=work.num_classes))
-        compiled, why = resolve_compile(tc.compile, work.device, amp, steps, spec.family, narrow)
-    return compiled, why
+        compiled, _ = resolve_compile(tc.compile, work.device, amp, steps, spec.family, narrow)
+    return compiled
 
 
-def _compile_assumption(config: StudyConfig, work: StudyWork) -> str | None:
+def _with_compile(config: StudyConfig, work: StudyWork) -> StudyWork:
+    """`work` with each compiled trial's speed-up and compile seconds: decided once per candidate, after the
+    analytic bound (building a network to read its widths is not start-up work for small studies)."""
+    compiled = {n: _compiles(config, work, work.specs[n]) for n in dict.fromkeys(s.name for s in work.shapes)}
+    shapes = [replace(s, speedup=compiled_speedup(work.specs[s.name].family), cold_start_s=COLD_COMPILE_S,
+                      warm_start_s=WARM_COMPILE_S) if compiled[s.name] else s for s in work.shapes]
+    return replace(work, shapes=shapes)
+
+
+def _compile_assumption(work: StudyWork) -> str | None:
     """The assumption behind compiled trials' times: calibration times eager steps, the trainer compiles."""
-    names = sorted({s.name for s in work.shapes})
-    compiled = sorted({work.specs[n].family for n in names if _compiles(config, work, work.specs[n])[0]})
+    compiled = sorted({work.specs[s.name].family for s in work.shapes if s.cold_start_s > 0})
     if not compiled:
         return None
     speeds = ", ".join(f"{f} {compiled_speedup(f):.2f}x" for f in compiled)
@@ -176,7 +178,7 @@ def _estimate(config: StudyConfig, work: StudyWork, costs: dict[str, ShapeCost],
 def estimate_cost(config: StudyConfig, space: Any, work: StudyWork | None = None,
                   progress: Callable[[str], None] | None = None) -> Estimate:
     """Calibrate one representative per (family, budget) on this machine (cached) and estimate the study."""
-    work = work or study_work(config, space)
+    work = _with_compile(config, work or study_work(config, space))
     est = _estimate(config, work, _costs(config, work, progress))
     if config.asha is not None and config.asha.rule == "stop":
         est.assumptions.append("ASHA's share is a lower bound under rule `stop`: the first trials at a rung are never "
@@ -186,7 +188,7 @@ def estimate_cost(config: StudyConfig, space: Any, work: StudyWork | None = None
         s = config.search
         est.assumptions.append(f"race: every candidate a question needs trains max_seeds={s.max_seeds} seeds (an upper "
                                f"bound; it stops at {s.min_seeds} to {s.max_seeds} seeds as its questions resolve)")
-    compile_note = _compile_assumption(config, work)
+    compile_note = _compile_assumption(work)
     if compile_note:
         est.assumptions.append(compile_note)
     if config.sampler != "grid":
@@ -211,6 +213,7 @@ def check_long_run(config: StudyConfig, space: Any, *, yes: bool, interactive: b
                                 max_epochs=config.max_epochs, slots=work.slots)
     if bound <= DAY_S:
         return True
+    work = _with_compile(config, work)
     costs = _costs(config, work, say)
     est = _estimate(config, work, costs)
     if est.wall_s <= DAY_S:

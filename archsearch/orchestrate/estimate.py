@@ -33,10 +33,6 @@ class ShapeCost:
 
     train_s_per_image: float
     eval_s_per_image: float
-    # one-off seconds before a trial's first epoch (a torch.compile): the first trial of a candidate compiles
-    # cold, later seeds of it find inductor's cache warm
-    cold_start_s: float = 0.0
-    warm_start_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +42,12 @@ class TrialShape:
     name: str
     macs: float
     group: str
+    # a trial that trains compiled (decided per candidate: the narrow rule depends on its widths): its steps run
+    # `speedup` times its group's eager calibration, and before its first epoch it compiles, cold for the
+    # candidate's first trial and warm (inductor's cache) for its later seeds
+    speedup: float = 1.0
+    cold_start_s: float = 0.0
+    warm_start_s: float = 0.0
 
 
 @dataclass
@@ -86,10 +88,10 @@ def representatives(shapes: Sequence[TrialShape]) -> dict[str, TrialShape]:
 
 
 def scaled_cost(shape: TrialShape, rep: TrialShape, cost: ShapeCost) -> ShapeCost:
-    """A shape's cost from its group representative's, in proportion to analytic MACs."""
+    """A shape's cost from its group representative's eager one, in proportion to analytic MACs (÷ its compiled
+    speed-up)."""
     ratio = shape.macs / rep.macs if rep.macs > 0 else 1.0
-    return ShapeCost(cost.train_s_per_image * ratio, cost.eval_s_per_image * ratio, cost.cold_start_s,
-                     cost.warm_start_s)
+    return ShapeCost(cost.train_s_per_image * ratio / shape.speedup, cost.eval_s_per_image * ratio)
 
 
 def epoch_seconds(cost: ShapeCost, train_images: int, eval_images: int) -> float:
@@ -112,7 +114,7 @@ def estimate_study(shapes: Sequence[TrialShape], costs: dict[str, ShapeCost], *,
     started: set[str] = set()
     for s in shapes:
         cost = scaled_cost(s, reps[s.group], costs[reps[s.group].name])
-        start = cost.warm_start_s if s.name in started else cost.cold_start_s
+        start = s.warm_start_s if s.name in started else s.cold_start_s
         started.add(s.name)
         work += fraction * max_epochs * epoch_seconds(cost, train_images, eval_images) + per_trial_s + start
     slots = max(1, slots)

@@ -69,11 +69,14 @@ def test_estimate_arithmetic_on_a_fake_calibration() -> None:
 
 
 def test_a_compile_costs_its_first_trial_cold_and_later_seeds_warm() -> None:
-    shapes = [TrialShape("a", 100.0, "g"), TrialShape("a", 100.0, "g"), TrialShape("b", 200.0, "g")]
-    costs = {"a": ShapeCost(0.01, 0.0, cold_start_s=60.0, warm_start_s=5.0)}
+    compiled = {"speedup": 2.0, "cold_start_s": 60.0, "warm_start_s": 5.0}
+    shapes = [TrialShape("a", 100.0, "g", **compiled), TrialShape("a", 100.0, "g", **compiled),
+              TrialShape("b", 200.0, "g", **compiled), TrialShape("c", 50.0, "g")]  # representative: a
+    costs = {"a": ShapeCost(0.01, 0.0)}
     est = estimate_study(shapes, costs, train_images=100, eval_images=0, max_epochs=1, fraction=1.0, slots=1,
                          device="cpu", devices_per_trial=1, startup_s=0, per_trial_s=0)
-    assert est.work_s == pytest.approx((1 + 1 + 2) + 60 + 5 + 60)  # b is a new candidate: compiles cold
+    # b is a new candidate: compiles cold; c (eager, say a narrow network of the group) neither speeds up nor compiles
+    assert est.work_s == pytest.approx((0.5 + 0.5 + 1 + 0.5) + 60 + 5 + 60)
 
 
 def test_compiled_trials_are_estimated_at_the_measured_compiled_speed(
@@ -83,20 +86,33 @@ def test_compiled_trials_are_estimated_at_the_measured_compiled_speed(
     monkeypatch.setenv("ARCHSEARCH_DATA", "/nowhere/cifar10-jpg.tar.gz")
     _fake_calibration(monkeypatch, 0.01)
     long = load_study(_study_file(tmp_path, subset=None))  # 200 epochs of 45,000 images: compiles (fp32 CPU)
-    work = cost.study_work(long, load_space_of(long))
-    costs = cost._costs(long, work, None)
-    assert costs["resnet-8"].train_s_per_image == pytest.approx(0.01 / COMPILED_FAMILIES["resnet"])
-    assert costs["resnet-8"].cold_start_s == COLD_COMPILE_S
-    assert costs["dmrnet-8"].train_s_per_image == 0.01 and costs["dmrnet-8"].cold_start_s == 0  # stays eager
-    note = cost._compile_assumption(long, work)
+    work = cost._with_compile(long, cost.study_work(long, load_space_of(long)))
+    shape = {s.name: s for s in work.shapes}
+    assert shape["resnet-8"].speedup == COMPILED_FAMILIES["resnet"]
+    assert shape["resnet-8"].cold_start_s == COLD_COMPILE_S
+    assert shape["dmrnet-8"].speedup == 1.0 and shape["dmrnet-8"].cold_start_s == 0  # stays eager
+    note = cost._compile_assumption(work)
     assert note is not None and "multiresnet" in note and "resnet 1.47x" in note and "dmrnet" not in note
-    assert note in cost.estimate_cost(long, load_space_of(long), work).assumptions
+    assert note in cost.estimate_cost(long, load_space_of(long)).assumptions
     short = load_study(_study_file(tmp_path, subset=640, epochs=2))  # 20 steps: eager
-    work = cost.study_work(short, load_space_of(short))
-    assert cost._costs(short, work, None)["resnet-8"].train_s_per_image == 0.01
-    assert cost._compile_assumption(short, work) is None
+    work = cost._with_compile(short, cost.study_work(short, load_space_of(short)))
+    assert all(s.speedup == 1.0 and s.cold_start_s == 0 for s in work.shapes)
+    assert cost._compile_assumption(work) is None
     off = load_study(_study_file(tmp_path, subset=None, compile=False))
-    assert cost._compile_assumption(off, cost.study_work(off, load_space_of(off))) is None
+    assert cost._compile_assumption(cost._with_compile(off, cost.study_work(off, load_space_of(off)))) is None
+
+
+def test_the_compile_decision_is_per_candidate_not_per_calibration_group(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARCHSEARCH_DATA", "/nowhere/cifar10-jpg.tar.gz")
+    path = _study_file(tmp_path, subset=None)
+    data = yaml.safe_load(path.read_text())
+    data["space"] = {"candidates": [{"name": "resnet-20"}, {"name": "resnet-56-c7.13.27-proj"}]}  # one group
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    config = load_study(path)
+    work = cost._with_compile(config, cost.study_work(config, load_space_of(config)))
+    speed = {s.name: s.speedup for s in work.shapes}
+    assert speed["resnet-20"] > 1.0 and speed["resnet-56-c7.13.27-proj"] == 1.0  # narrow 7-channel projection
 
 
 def test_study_work_plans_grid_trials_images_and_slots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
