@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from archsearch.nn.build import build
 from archsearch.nn.complexity import count
+from archsearch.train.compiling import compile_module
 from archsearch.train.config import make_config
 from archsearch.train.precision import precision_name, resolve_precision
 
@@ -44,7 +45,7 @@ def make_step(name: str, strategy: str, batch: int, device: torch.device, amp: t
     torch.manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = build(name, strategy=strategy).to(device, memory_format=layout)
-    run = torch.compile(model, dynamic=False) if compiled else model  # as the trainer compiles
+    run = compile_module(model) if compiled else model  # as the trainer compiles
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=layout)
     y = torch.randint(0, 10, (batch,), device=device)

@@ -5,9 +5,8 @@ what a `TrainingFailure` means. All randomness (init, data order, augmentation, 
 seeded generators whose states are checkpointed, so a resumed run replays the uninterrupted one
 bit for bit on CPU.
 
-`train` sets up a `_Run` (`_prepare`), resumes it from a checkpoint (`_resume`), runs its epochs
-(`_run_epoch`: `_train_steps`, then `_validate`), checkpoints and reports after each, and returns
-`_result`.
+`train` sets up a `_Run` (`_prepare`), resumes it from a checkpoint (`_resume`), runs its epochs (`_run_epoch`:
+`_train_steps`, then `_validate`), checkpoints and reports after each, and returns `_result`.
 """
 
 from __future__ import annotations
@@ -37,7 +36,8 @@ from archsearch.train.checkpoint import (
     restore,
     save_checkpoint,
 )
-from archsearch.train.compiling import compile_record, narrow_strided_pointwise, resolve_compile, warm_up
+from archsearch.train.compiling import compile_module, compile_record, narrow_strided_pointwise, resolve_compile
+from archsearch.train.compiling import warm_up as warm_up_compiled
 from archsearch.train.config import TrainConfig, lr_factor, make_config
 from archsearch.train.data import ImageData, load_dataset, split_indices
 from archsearch.train.evaluate import evaluate, latency_of, precise_bn_images, recalibrate_bn
@@ -231,10 +231,10 @@ def _compile(run: _Run, config: TrainConfig) -> None:
     run.compiled, run.compile_reason = resolve_compile(config.compile, run.device, run.amp, steps, family, narrow)
     if not run.compiled:
         return
-    model = torch.compile(run.net, dynamic=False)  # static shapes: one step shape, never a generic kernel
+    model = compile_module(run.net)
     x = run.normalize(run.train_x[: config.batch_size])
     y = run.train_y[: config.batch_size]
-    ok, run.compile_seconds, error = warm_up(run.net, model, lambda m: run.criterion(m(x), y))
+    ok, run.compile_seconds, error = warm_up_compiled(run.net, model, lambda m: run.criterion(m(x), y))
     if ok:
         run.model = model
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from torch import nn
@@ -106,3 +108,48 @@ def test_failed_compile_trains_eagerly_and_says_why(monkeypatch, cifar10):
     assert worked["compiled"] is True and worked["compile_seconds"] >= 0
     assert [h["train_loss"] for h in worked["history"]] == [h["train_loss"] for h in eager["history"]]
     assert worked["threads"] == 1
+
+
+def test_trials_compile_with_the_measured_inductor_options_and_record_them(monkeypatch, cifar10):
+    from archsearch.train.compiling import INDUCTOR_OPTIONS
+
+    seen = []
+
+    def capture(net, **kwargs):
+        seen.append(kwargs)
+        return net
+
+    worked = _train_with(monkeypatch, cifar10, capture)
+    assert seen == [{"dynamic": False, "options": INDUCTOR_OPTIONS}]
+    assert worked["compile_options"] == INDUCTOR_OPTIONS == {"realize_reads_threshold": 1}
+    assert train("resnet-8", {**TINY, "compile": False}, data=cifar10)["compile_options"] is None
+
+
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="inductor needs a C++ compiler")
+def test_a_compiled_step_computes_what_the_eager_step_computes():
+    """The inductor options change which intermediates are stored, not the arithmetic: same loss and gradients."""
+    from archsearch.nn.build import build
+    from archsearch.train.compiling import compile_module
+
+    torch.manual_seed(0)
+    net = build("resnet-8", num_classes=10)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+
+    def step(model):
+        net.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in net.parameters()]
+
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    eager_loss, eager_grads = step(net)
+    eager_state = {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(state)  # the eager step moved BN's running statistics
+    compiled_loss, compiled_grads = step(compile_module(net))
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
+    for a, b in zip(compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    moved = [k for k in state if "running" in k]
+    assert moved and not torch.equal(eager_state[moved[0]], state[moved[0]])
+    for k, v in net.state_dict().items():  # the compiled step moved BN's statistics as the eager one did
+        torch.testing.assert_close(v, eager_state[k], rtol=1e-5, atol=1e-6)
