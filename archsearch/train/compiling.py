@@ -118,6 +118,7 @@ def warm_up(net: nn.Module, model: nn.Module, step: Callable[[nn.Module], Tensor
 
 def compile_record(compiled: bool, reason: str, seconds: float | None) -> dict[str, Any]:
     """The fields a trial records about compilation, as it records its precision."""
-    return {"compiled": compiled, "compile_reason": reason,
+    options = ", ".join(f"{k}={v}" for k, v in INDUCTOR_OPTIONS.items())
+    return {"compiled": compiled, "compile_reason": f"{reason}; inductor {options}" if compiled else reason,
             "compile_seconds": None if seconds is None else round(seconds, 2),
             "compile_options": dict(INDUCTOR_OPTIONS) if compiled else None}

@@ -122,6 +122,7 @@ def test_trials_compile_with_the_measured_inductor_options_and_record_them(monke
     worked = _train_with(monkeypatch, cifar10, capture)
     assert seen == [{"dynamic": False, "options": INDUCTOR_OPTIONS}]
     assert worked["compile_options"] == INDUCTOR_OPTIONS == {"realize_reads_threshold": 1}
+    assert worked["compile_reason"] == "compile: on (config); inductor realize_reads_threshold=1"  # what Optuna keeps
     assert train("resnet-8", {**TINY, "compile": False}, data=cifar10)["compile_options"] is None
 
 
