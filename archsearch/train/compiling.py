@@ -25,10 +25,11 @@ from torch import Tensor, nn
 # compile costs 40-90 s there: about 300 steps (one epoch of 45,000 images at batch 128) to break even,
 # so `auto` waits for four times that.
 COMPILE_MIN_STEPS = 1200
-# Compiled / eager fp32 step, batch 128, one thread, one network per process (2-core AMD EPYC, AVX-512, no AMX;
-# benchmarks/models.py and benchmarks/train.py): `auto` compiles only the families measured to gain.
-# Measured eager-or-slower: dvanet 1.02x (noise), dmrnet 0.89x; wrn and postresnet are not measured.
-COMPILED_FAMILIES = {"resnet": 1.47, "multiresnet": 1.07, "warpnet": 1.11}
+# Compiled (with INDUCTOR_OPTIONS) / eager fp32 NCHW step, batch 128, one thread, one network per process
+# (2-core AMD EPYC, AVX-512, no AMX): resnet from benchmarks/train.py (whole trainer epochs, 1.38x), the others
+# from benchmarks/models.py --compile (multiresnet-8-k4 1.09x, warpnet-19-1-K3 and -25-1 1.11x). `auto` compiles
+# only these families. Measured eager-or-slower: dvanet 1.05x (within noise), dmrnet 0.87x; wrn, postresnet not run.
+COMPILED_FAMILIES = {"resnet": 1.38, "multiresnet": 1.09, "warpnet": 1.11}
 # One trial's compile of resnet-20 (benchmarks/train.py): 60 s cold on an idle 2-core CPU (up to 195 s under load),
 # 1-11 s once inductor's cache holds the candidate (its later seeds). `--dry-run` adds these to compiled trials.
 COLD_COMPILE_S = 60.0
